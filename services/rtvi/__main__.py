@@ -1,0 +1,5 @@
+import sys
+
+from rtvi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Internals shared by the services; not a public API."""

@@ -1,0 +1,128 @@
+"""Typed service configuration read from command-line flags and ``RTVI_*`` variables.
+
+Every service describes its settings once, as a frozen dataclass whose fields carry
+their help text. The same description renders the argparse flags (``--max-batch-size``)
+and the environment variable names (``RTVI_MAX_BATCH_SIZE``) that the Helm chart sets,
+so a flag and its variable can never drift apart. Precedence: flag, then environment,
+then the field default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+ENV_PREFIX = "RTVI_"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence[Any] | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """Declare a dataclass field as a setting with its help text."""
+    return dataclasses.field(
+        default=default, metadata={"help": help, "choices": choices, "metavar": metavar}
+    )
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> type:
+    """The concrete type of ``int``, ``str | None`` and the like."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0])
+    return annotation
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def _converter(annotation: Any):
+    base = _base_type(annotation)
+    return _parse_bool if base is bool else base
+
+
+def _fields(cls: type) -> list[dataclasses.Field]:
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    for f in fields:
+        f.type = hints[f.name]
+    return list(fields)
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, environ: Mapping[str, str] | None = None
+) -> None:
+    """Add one flag per setting of ``cls``; defaults come from the environment."""
+    environ = os.environ if environ is None else environ
+    for f in _fields(cls):
+        convert = _converter(f.type)
+        default = f.default
+        env = env_name(f.name)
+        if env in environ:
+            try:
+                default = convert(environ[env])
+            except ValueError as exc:
+                parser.error(f"{env}={environ[env]!r}: {exc}")
+        meta = f.metadata
+        shown = "unset" if f.default is None else f.default
+        help_text = f"{meta['help']} [env {env}; default: {shown}]"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        if _base_type(f.type) is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = convert
+            kwargs["metavar"] = meta.get("metavar") or f.name.upper()
+        parser.add_argument(flag_name(f.name), **kwargs)
+
+
+def from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
+    """Build the config from parsed flags; ``__post_init__`` validates it."""
+    return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``WxH`` (e.g. ``640x480``) into ``(width, height)``."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise ConfigError(f"size must be positive, got {text!r}")
+    return width, height
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise ConfigError with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)

@@ -1,0 +1,74 @@
+"""The `rtvi` command: one entry point, one subcommand per service.
+
+Each subcommand's flags come from its service's config dataclass, so every flag is
+also an ``RTVI_*`` environment variable. Heavy imports (torch) happen inside the
+command that needs them: `rtvi consume` and `rtvi produce` run without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+
+from rtvi import __version__
+from rtvi._private.settings import ConfigError, add_arguments, from_namespace
+from rtvi.serving.config import ServerConfig
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from rtvi.serving.server import serve
+
+    return asyncio.run(serve(from_namespace(ServerConfig, args)))
+
+
+COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
+    "serve": (
+        ServerConfig,
+        _serve,
+        "Serve a torchvision classifier over the Open Inference Protocol v2 (gRPC) with "
+        "dynamic batching, grpc.health.v1 and Prometheus metrics.",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtvi",
+        description="Real-time video inference: frames from Kafka/Redpanda to a v2 inference server and back.",
+        epilog="Every flag can also be set as an RTVI_<FLAG> environment variable (e.g. RTVI_PORT=9001).",
+    )
+    parser.add_argument("--version", action="version", version=f"rtvi {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (config_cls, handler, summary) in COMMANDS.items():
+        command = sub.add_parser(name, help=summary.split(".")[0], description=summary)
+        add_arguments(command, config_cls)
+        command.set_defaults(handler=handler, config_cls=config_cls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        parser.error(f"{args.command}: {exc}")
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""An asyncio Open Inference Protocol v2 client for image classification.
+
+Used by the consumer and the benchmarks. ``dns:///host:port`` addresses balance
+round-robin over every address the name resolves to (a headless Service's pods).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from rtvi.protocol import tensors
+from rtvi.protocol._generated import grpc_service_pb2 as pb
+from rtvi.protocol._generated import grpc_service_pb2_grpc as pb_grpc
+
+# Status codes worth retrying: the server is down, restarting, draining or overloaded.
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+     grpc.StatusCode.ABORTED}
+)
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    index: int
+    score: float
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Re-resolve quickly when pods come and go behind a headless Service.
+        ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+    ]
+
+
+def parse_classification(entry: bytes) -> Classification:
+    score, index, label = entry.decode().split(":", 2)
+    return Classification(label=label, index=int(index), score=float(score))
+
+
+class InferenceClient:
+    def __init__(self, url: str, model: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.url = url
+        self.model = model
+        self._channel = grpc.aio.insecure_channel(url, options=channel_options(max_message_bytes))
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def ready(self, timeout: float = 5.0) -> bool:
+        try:
+            response = await self._stub.ModelReady(pb.ModelReadyRequest(name=self.model), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return response.ready
+
+    async def classify(
+        self, images: Sequence[bytes], top_k: int = 5, timeout: float = 30.0, request_id: str = ""
+    ) -> list[list[Classification]]:
+        """Top-k classes for each encoded image, best first."""
+        request = pb.ModelInferRequest(model_name=self.model, id=request_id)
+        request.inputs.add(name="images", datatype="BYTES", shape=[len(images)])
+        request.raw_input_contents.append(tensors.encode_bytes(images))
+        output = request.outputs.add(name="logits")
+        output.parameters["classification"].int64_param = top_k
+        response = await self._stub.ModelInfer(request, timeout=timeout)
+        entries = tensors.decode_bytes(response.raw_output_contents[0])
+        k = int(response.outputs[0].shape[1])
+        return [[parse_classification(e) for e in entries[i : i + k]] for i in range(0, len(entries), k)]

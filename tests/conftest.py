@@ -1,0 +1,148 @@
+"""Shared fixtures: real processes on loopback, free ports, and clean shutdown.
+
+The rtvi services run as subprocesses (``python -m rtvi``), never in the test
+process: tritonclient, the peer client these tests use, registers the same protobuf
+package (``inference``) as rtvi's own stubs, and one process cannot hold both.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def health_status(address: str, service: str = "", timeout: float = 1.0) -> int | None:
+    """The grpc.health.v1 status, or None while nothing answers."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+        except grpc.RpcError:
+            return None
+
+
+class Proc:
+    """A subprocess that logs to a file and is always stopped."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+
+    @property
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        self._log.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+        self._log.close()
+
+
+def rtvi_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rtvi", *args]
+
+
+class InferenceServer:
+    """`rtvi serve` on loopback with random weights."""
+
+    def __init__(self, tmp_path: Path, *extra: str) -> None:
+        """Extra flags come after the defaults, so ``--weights PATH`` overrides ``none``."""
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.proc = Proc(
+            rtvi_command(
+                "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                "--metrics-port", str(self.metrics_port), "--weights", "none", *extra,
+            ),
+            tmp_path / f"serve-{self.port}.log",
+        )
+
+    def wait_serving(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.popen.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.proc.output}")
+            if health_status(self.address) == health_pb2.HealthCheckResponse.SERVING:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"server not SERVING after {timeout}s:\n{self.proc.output}")
+
+    def metrics_text(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """A resnet18 state dict with seeded random weights (nothing is downloaded)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(1234)
+    path = tmp_path_factory.mktemp("weights") / "resnet18-seeded.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, checkpoint) -> Iterator[InferenceServer]:
+    """One fp32 resnet18 server loaded from ``checkpoint``, shared by a module's tests."""
+    srv = InferenceServer(
+        tmp_path_factory.mktemp("server"), "--max-batch-size", "8", "--max-message-mb", "2", "--weights", str(checkpoint)
+    )
+    try:
+        srv.wait_serving()
+        yield srv
+    finally:
+        srv.proc.terminate()
+
+
+def jpeg_bytes(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
+    """A deterministic synthetic JPEG (no data files needed)."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.stack([(xx * 255 // width), (yy * 255 // height), rng.integers(0, 255, (height, width))], -1)
+    ok, buf = cv2.imencode(".jpg", image.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok
+    return buf.tobytes()

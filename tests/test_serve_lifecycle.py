@@ -1,0 +1,121 @@
+"""Process lifecycle of `rtvi serve`: health transitions, graceful drain, startup errors."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conftest import InferenceServer, Proc, free_port, jpeg_bytes, rtvi_command
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_health_is_not_serving_until_warm_then_serving(tmp_path):
+    # A larger max batch makes warm-up long enough to observe the NOT_SERVING phase.
+    srv = InferenceServer(tmp_path, "--max-batch-size", "64")
+    seen: list[int] = []
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            stream = stub.Watch(
+                health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"),
+                wait_for_ready=True, timeout=120,
+            )
+            for response in stream:
+                seen.append(response.status)
+                if response.status == SERVING:
+                    stream.cancel()
+                    break
+        assert seen[0] == NOT_SERVING, seen
+        assert seen[-1] == SERVING, seen
+        log = srv.proc.output
+        assert "health NOT_SERVING" in log and "health SERVING" in log
+    finally:
+        assert srv.proc.terminate() == 0
+
+
+def _in_flight(srv: InferenceServer) -> float:
+    match = re.search(r'^rtvi_inference_in_flight_requests\{model="resnet18"\} (\S+)$', srv.metrics_text(), re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path):
+    srv = InferenceServer(tmp_path, "--max-batch-size", "8", "--shutdown-delay-s", "3", "--shutdown-grace-s", "60")
+    srv.wait_serving()
+    images = np.array([jpeg_bytes(seed=i) for i in range(8)], dtype=np.object_)
+
+    def infer(_):
+        with triton.InferenceServerClient(srv.address) as client:
+            tensor = triton.InferInput("images", [8], "BYTES")
+            tensor.set_data_from_numpy(images)
+            return client.infer("resnet18", [tensor]).as_numpy("logits").shape
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(infer, i) for i in range(8)]
+            deadline = time.monotonic() + 30
+            while _in_flight(srv) < 8 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _in_flight(srv) == 8, "requests did not reach the server"
+            srv.proc.popen.send_signal(signal.SIGTERM)
+            # Health turns NOT_SERVING at once (still answering during the delay)...
+            time.sleep(0.5)
+            with grpc.insecure_channel(srv.address) as channel:
+                status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == NOT_SERVING
+            # ...and every request already in flight completes.
+            assert [f.result(timeout=120) for f in futures] == [(8, 1000)] * 8
+        assert srv.proc.popen.wait(60) == 0
+        assert "draining in-flight requests" in srv.proc.output
+    finally:
+        srv.proc.terminate()
+
+
+def test_missing_pretrained_weights_fail_clearly(tmp_path):
+    proc = Proc(
+        rtvi_command("serve", "--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", "0"),
+        tmp_path / "serve.log",
+        env={"TORCH_HOME": str(tmp_path / "empty-hub")},
+    )
+    try:
+        assert proc.popen.wait(120) == 2
+    finally:
+        proc.kill()
+    assert "not in the torch hub cache" in proc.output
+    assert "--weights none" in proc.output
+
+
+def test_unknown_architecture_fails_clearly(tmp_path):
+    proc = Proc(
+        rtvi_command("serve", "--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", "0",
+                     "--model", "resnet999", "--weights", "none"),
+        tmp_path / "serve.log",
+    )
+    try:
+        assert proc.popen.wait(120) == 2
+    finally:
+        proc.kill()
+    assert "unknown torchvision classification model 'resnet999'" in proc.output
+
+
+def test_bad_configuration_is_a_usage_error(tmp_path):
+    proc = Proc(rtvi_command("serve", "--precision", "fp8"), tmp_path / "a.log")
+    assert proc.popen.wait(60) == 2
+    proc.kill()
+    assert "invalid choice: 'fp8'" in proc.output
+    proc = Proc(rtvi_command("serve"), tmp_path / "b.log", env={"RTVI_MAX_BATCH_SIZE": "lots"})
+    assert proc.popen.wait(60) == 2
+    proc.kill()
+    assert "RTVI_MAX_BATCH_SIZE='lots'" in proc.output
+    proc = Proc(rtvi_command("serve", "--max-batch-size", "0"), tmp_path / "c.log")
+    assert proc.popen.wait(60) == 2
+    proc.kill()
+    assert "max batch size must be >= 1" in proc.output
