@@ -16,6 +16,8 @@ from collections.abc import Callable
 from rtvi import __version__
 from rtvi._private.settings import ConfigError, add_arguments, from_namespace
 from rtvi.serving.config import ServerConfig
+from rtvi.streaming.consumer_config import ConsumerConfig
+from rtvi.streaming.producer_config import ProducerConfig
 
 
 def _setup_logging(level: str) -> None:
@@ -32,12 +34,36 @@ def _serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve(from_namespace(ServerConfig, args)))
 
 
+def _produce(args: argparse.Namespace) -> int:
+    from rtvi.streaming.producer import produce
+
+    return produce(from_namespace(ProducerConfig, args))
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from rtvi.streaming.consumer import consume
+
+    return asyncio.run(consume(from_namespace(ConsumerConfig, args)))
+
+
 COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
     "serve": (
         ServerConfig,
         _serve,
         "Serve a torchvision classifier over the Open Inference Protocol v2 (gRPC) with "
         "dynamic batching, grpc.health.v1 and Prometheus metrics.",
+    ),
+    "produce": (
+        ProducerConfig,
+        _produce,
+        "Publish frames from a video file, a webcam, an image folder or a synthetic pattern to a "
+        "Kafka/Redpanda topic as JPEG records keyed by stream, with capture time in headers.",
+    ),
+    "consume": (
+        ConsumerConfig,
+        _consume,
+        "Classify frames from a Kafka/Redpanda topic with a v2 inference service and publish one "
+        "prediction per frame (at-least-once; offsets committed after predictions are acknowledged).",
     ),
 }
 

@@ -12,9 +12,17 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torchvision
-from torchvision.models import get_model, get_model_weights, list_models
+
+# Torch's OpenMP workers spin-wait between parallel regions by default, taking the
+# cores from the threads that decode the next batch. Measured on 2 cores
+# (benchmarks/bench_server.py): OMP_WAIT_POLICY=ACTIVE gave 42% of the model-only
+# ceiling, PASSIVE 100%. Set before torch loads its OpenMP runtime; an explicit
+# setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from torchvision.models import get_model, get_model_weights, list_models  # noqa: E402
 
 from rtvi.serving.config import ServerConfig
 from rtvi.serving.preprocess import ImageGeometry

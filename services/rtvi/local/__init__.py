@@ -1,0 +1,1 @@
+"""Local mode: the whole pipeline on one machine, no cluster and no Docker."""

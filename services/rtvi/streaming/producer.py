@@ -1,0 +1,144 @@
+"""`rtvi produce`: capture frames, encode JPEG, publish them keyed by stream."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from confluent_kafka import KafkaError, Producer
+
+from rtvi._private.settings import parse_size
+from rtvi.streaming.frames import FrameInfo
+from rtvi.streaming.producer_config import ProducerConfig
+from rtvi.streaming.sources import CaptureSource, ImageFolderSource, SourceError, SyntheticSource
+
+log = logging.getLogger("rtvi.produce")
+
+def open_source(config: ProducerConfig, stream: int) -> Iterator[np.ndarray]:
+    if config.source == "synthetic":
+        width, height = parse_size(config.synthetic_size)
+        return iter(SyntheticSource(width, height, stream=stream))
+    if config.source == "video":
+        return iter(CaptureSource(config.video, loop=config.loop))
+    if config.source == "webcam":
+        return iter(CaptureSource(config.camera))
+    return iter(ImageFolderSource(config.images, loop=config.loop))
+
+
+@dataclass
+class ProduceStats:
+    frames: int = 0
+    bytes: int = 0
+    delivered: int = 0
+    delivery_errors: int = 0
+    rejected: int = 0
+    started: float = 0.0
+
+    def summary(self, streams: int, target_fps: float) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        target = f"{target_fps:g}/stream" if target_fps else "unpaced"
+        return (
+            f"rtvi produce: {self.frames} frames from {streams} stream(s), {self.bytes / 1e6:.1f} MB, "
+            f"{self.frames / elapsed:.1f} fps achieved (target {target}), {self.delivered} delivered, "
+            f"{self.delivery_errors} delivery errors, {self.rejected} rejected as too large, in {elapsed:.1f}s"
+        )
+
+
+class FrameProducer:
+    def __init__(self, config: ProducerConfig) -> None:
+        self.config = config
+        self.stats = ProduceStats()
+        self._producer = Producer(config.producer("producer"))
+        self._resize = parse_size(config.resize) if config.resize else None
+        self._stopping = False
+
+    def stop(self, *_: object) -> None:
+        self._stopping = True
+
+    def _on_delivery(self, err: KafkaError | None, msg) -> None:
+        if err is None:
+            self.stats.delivered += 1
+        else:
+            self.stats.delivery_errors += 1
+            log.error("frame not delivered to %s: %s", msg.topic(), err)
+
+    def _publish(self, stream_id: str, index: int, image: np.ndarray) -> None:
+        capture_ns = time.time_ns()
+        if self._resize:
+            image = cv2.resize(image, self._resize, interpolation=cv2.INTER_AREA)
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
+        if not ok:
+            raise SourceError(f"JPEG encoding failed for frame {index} of {stream_id}")
+        data = encoded.tobytes()
+        if len(data) > self.config.max_frame_bytes:
+            self.stats.rejected += 1
+            log.error(
+                "frame %d of %s is %d bytes, over the %d-byte frame limit (--max-frame-bytes); "
+                "lower --jpeg-quality or --resize", index, stream_id, len(data), self.config.max_frame_bytes,
+            )
+            return
+        height, width = image.shape[:2]
+        info = FrameInfo(stream_id, index, capture_ns, "image/jpeg", width, height)
+        while True:
+            try:
+                self._producer.produce(
+                    self.config.topic, value=data, key=stream_id.encode(), headers=info.headers(),
+                    on_delivery=self._on_delivery,
+                )
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                self._producer.poll(0.05)
+        self.stats.frames += 1
+        self.stats.bytes += len(data)
+
+    def run(self) -> int:
+        cfg = self.config
+        sources = {f"{cfg.stream_prefix}-{i}": open_source(cfg, i) for i in range(cfg.streams)}
+        counts = dict.fromkeys(sources, 0)
+        self.stats.started = time.monotonic()
+        deadline = self.stats.started + cfg.duration if cfg.duration else float("inf")
+        interval = 1.0 / cfg.fps if cfg.fps else 0.0
+        next_tick = self.stats.started
+        next_report = self.stats.started + cfg.report_interval if cfg.report_interval else float("inf")
+        log.info("publishing %s frames from %d stream(s) to %s on %s",
+                 cfg.source, cfg.streams, cfg.topic, cfg.bootstrap_servers)
+        while sources and not self._stopping and time.monotonic() < deadline:
+            for stream_id, frames in list(sources.items()):
+                image = next(frames, None)
+                if image is None:
+                    del sources[stream_id]
+                    continue
+                self._publish(stream_id, counts[stream_id], image)
+                counts[stream_id] += 1
+                if cfg.max_frames and counts[stream_id] >= cfg.max_frames:
+                    del sources[stream_id]
+            self._producer.poll(0)
+            now = time.monotonic()
+            if now >= next_report:
+                log.info("%s", self.stats.summary(cfg.streams, cfg.fps))
+                next_report = now + cfg.report_interval
+            if interval:
+                next_tick += interval
+                time.sleep(max(0.0, min(next_tick, deadline) - now))
+        remaining = self._producer.flush(30)
+        if remaining:
+            self.stats.delivery_errors += remaining
+            log.error("%d frames still undelivered after 30s flush", remaining)
+        print(self.stats.summary(cfg.streams, cfg.fps), flush=True)
+        return 0 if not (self.stats.delivery_errors or self.stats.rejected) else 1
+
+
+def produce(config: ProducerConfig) -> int:
+    try:
+        producer = FrameProducer(config)
+        signal.signal(signal.SIGTERM, producer.stop)
+        signal.signal(signal.SIGINT, producer.stop)
+        return producer.run()
+    except SourceError as exc:
+        log.error("%s", exc)
+        return 2

@@ -1,0 +1,112 @@
+"""The periodic metrics block in the consumer's log: what `kubectl logs` readers see.
+
+The block is plain ``key: value`` lines under fixed section titles so that people can
+read it and `rtvi loadtest` can parse it back (see ``parse_summary``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+BEGIN = "=== rtvi consumer metrics ==="
+END = "=== end rtvi consumer metrics ==="
+RESERVOIR = 20_000
+
+
+@dataclass
+class LatencyStats:
+    """Capture-to-prediction latencies: all-time average/min/max, recent window, percentiles."""
+
+    count: int = 0
+    total: float = 0.0
+    minimum: float = math.inf
+    maximum: float = 0.0
+    recent: deque = field(default_factory=lambda: deque(maxlen=100))
+    window: deque = field(default_factory=lambda: deque(maxlen=RESERVOIR))
+
+    def add(self, ms: float) -> None:
+        self.count += 1
+        self.total += ms
+        self.minimum = min(self.minimum, ms)
+        self.maximum = max(self.maximum, ms)
+        self.recent.append(ms)
+        self.window.append(ms)
+
+    def percentile(self, q: float) -> float:
+        if not self.window:
+            return 0.0
+        ordered = sorted(self.window)
+        rank = max(0, math.ceil(q / 100 * len(ordered)) - 1)
+        return ordered[rank]
+
+
+@dataclass
+class ConsumerReport:
+    """Counters the block is made of, updated by the consumer as it works."""
+
+    consumed: int = 0
+    processed: int = 0
+    failed: int = 0
+    retries: int = 0
+    dropped: int = 0
+    started: float = field(default_factory=time.monotonic)
+    busy_seconds: float = 0.0
+    latency: LatencyStats = field(default_factory=LatencyStats)
+    inference: LatencyStats = field(default_factory=LatencyStats)
+
+    def render(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        lat = self.latency
+        average = lat.total / lat.count if lat.count else 0.0
+        recent = sum(lat.recent) / len(lat.recent) if lat.recent else 0.0
+        minimum = lat.minimum if lat.count else 0.0
+        attempted = self.processed + self.failed
+        lines = [
+            BEGIN,
+            "THROUGHPUT",
+            f"  frames consumed: {self.consumed}",
+            f"  frames processed: {self.processed}",
+            f"  elapsed s: {elapsed:.1f}",
+            f"  overall fps: {self.processed / elapsed:.2f}",
+            f"  effective fps: {self.processed / self.busy_seconds if self.busy_seconds else 0.0:.2f}",
+            "PROCESSING TIME (capture to prediction, ms)",
+            f"  average: {average:.1f}",
+            f"  recent average (last {len(lat.recent)}): {recent:.1f}",
+            f"  min-max: {minimum:.1f}-{lat.maximum:.1f}",
+            f"  p50: {lat.percentile(50):.1f}",
+            f"  p95: {lat.percentile(95):.1f}",
+            f"  p99: {lat.percentile(99):.1f}",
+            f"  inference round trip average: {self.inference.total / self.inference.count if self.inference.count else 0.0:.1f}",
+            "ERRORS",
+            f"  total: {self.failed}",
+            f"  rate: {100.0 * self.failed / attempted if attempted else 0.0:.2f}%",
+            f"  retries: {self.retries}",
+            "DROPPED",
+            f"  stale frames: {self.dropped}",
+            END,
+        ]
+        return "\n".join(lines)
+
+
+def parse_summary(text: str) -> list[dict[str, str]]:
+    """Every metrics block in ``text`` (a log), as {"SECTION.key": "value"} dicts."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] | None = None
+    section = ""
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if line.endswith(BEGIN):
+            current, section = {}, ""
+        elif line.endswith(END) and current is not None:
+            blocks.append(current)
+            current = None
+        elif current is not None:
+            if not line.startswith("  "):
+                section = line.strip().split(" (")[0]
+            elif ": " in line:
+                key, value = line.strip().split(": ", 1)
+                current[f"{section}.{key.split(' (')[0]}"] = value
+    return blocks
