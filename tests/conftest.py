@@ -7,6 +7,7 @@ package (``inference``) as rtvi's own stubs, and one process cannot hold both.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -80,9 +81,9 @@ def rtvi_command(*args: str) -> list[str]:
 class InferenceServer:
     """`rtvi serve` on loopback with random weights."""
 
-    def __init__(self, tmp_path: Path, *extra: str) -> None:
+    def __init__(self, tmp_path: Path, *extra: str, port: int | None = None) -> None:
         """Extra flags come after the defaults, so ``--weights PATH`` overrides ``none``."""
-        self.port = free_port()
+        self.port = port or free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.proc = Proc(
@@ -146,3 +147,98 @@ def jpeg_bytes(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
     ok, buf = cv2.imencode(".jpg", image.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 85])
     assert ok
     return buf.tobytes()
+
+
+# --- streaming -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A real Kafka-protocol broker (Tansu, in memory) on a free loopback port."""
+    from rtvi.local.broker import TansuBroker
+
+    with TansuBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as b:
+        yield b
+
+
+@pytest.fixture
+def topics(broker, request):
+    """Fresh frames/predictions topics (2 partitions) and a group id for one test."""
+    from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
+
+    name = request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:60]
+    names = {"frames": f"frames-{name}", "predictions": f"predictions-{name}", "group": f"group-{name}"}
+    ensure_topics(KafkaConfig(bootstrap_servers=broker.bootstrap_servers),
+                  {names["frames"]: 2, names["predictions"]: 2})
+    return names
+
+
+def produce_frames(tmp_path: Path, broker, topic: str, frames_per_stream: int, streams: int = 2, fps: float = 0,
+                   size: str = "320x240") -> None:
+    proc = Proc(
+        rtvi_command("produce", "--bootstrap-servers", broker.bootstrap_servers, "--topic", topic,
+                     "--streams", str(streams), "--max-frames", str(frames_per_stream), "--fps", str(fps),
+                     "--synthetic-size", size, "--report-interval", "0"),
+        tmp_path / f"produce-{time.monotonic_ns()}.log",
+    )
+    try:
+        assert proc.popen.wait(120) == 0, proc.output
+    finally:
+        proc.kill()
+    assert f"{frames_per_stream * streams} delivered, 0 delivery errors" in proc.output, proc.output
+
+
+def start_consumer(tmp_path: Path, broker, topics: dict, inference_address: str, *extra: str) -> Proc:
+    return Proc(
+        rtvi_command(
+            "consume", "--bootstrap-servers", broker.bootstrap_servers, "--topic", topics["frames"],
+            "--predictions-topic", topics["predictions"], "--group", topics["group"],
+            "--inference-url", inference_address, "--metrics-port", "0", "--session-timeout-ms", "6000",
+            "--report-interval", "0", "--retry-backoff-max-s", "0.5", *extra,
+        ),
+        tmp_path / f"consume-{time.monotonic_ns()}.log",
+    )
+
+
+def read_records(broker, topic: str, until: int, timeout: float = 120) -> list[tuple[int, int, bytes, bytes]]:
+    """(partition, offset, key, value) of ``topic`` from the beginning, until ``until`` are read or time runs out."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    # Assigned, not subscribed: no group join, so a read takes milliseconds.
+    reader = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "rtvi-test-reader",
+                       "enable.auto.commit": False})
+    partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    records = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < until and time.monotonic() < deadline:
+            for msg in reader.consume(num_messages=500, timeout=0.2):
+                if msg.error() is None:
+                    records.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+    finally:
+        reader.close()
+    return records
+
+
+def read_predictions(broker, topic: str, until: int, timeout: float = 120) -> list[dict]:
+    return [json.loads(value) for _, _, _, value in read_records(broker, topic, until, timeout)]
+
+
+def end_offsets(broker, topic: str, total: int) -> dict[int, int]:
+    """Next offset of each partition of ``topic``, read back (Tansu's watermarks are unreliable)."""
+    ends: dict[int, int] = {}
+    for partition, offset, _, _ in read_records(broker, topic, total, timeout=60):
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    return ends
+
+
+def committed_offsets(broker, group: str, topic: str, partitions: int = 2) -> dict[int, int]:
+    """The group's committed offset of each partition that has one."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
+    try:
+        result = probe.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        probe.close()
+    return {tp.partition: tp.offset for tp in result if tp.offset >= 0}
