@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from rtvi import __version__
 from rtvi._private.settings import ConfigError, add_arguments, from_namespace
+from rtvi.local.config import UpConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.streaming.consumer_config import ConsumerConfig
 from rtvi.streaming.producer_config import ProducerConfig
@@ -46,6 +47,12 @@ def _consume(args: argparse.Namespace) -> int:
     return asyncio.run(consume(from_namespace(ConsumerConfig, args)))
 
 
+def _up(args: argparse.Namespace) -> int:
+    from rtvi.local.pipeline import run_pipeline
+
+    return run_pipeline(from_namespace(UpConfig, args))
+
+
 COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
     "serve": (
         ServerConfig,
@@ -64,6 +71,12 @@ COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
         _consume,
         "Classify frames from a Kafka/Redpanda topic with a v2 inference service and publish one "
         "prediction per frame (at-least-once; offsets committed after predictions are acknowledged).",
+    ),
+    "up": (
+        UpConfig,
+        _up,
+        "Run the whole pipeline on this machine (embedded broker, inference server, consumer, "
+        "producer) for a while and print the consumer's metrics block. No cluster, no Docker.",
     ),
 }
 

@@ -55,6 +55,11 @@ def _cached_weights_path(weights: torchvision.models.WeightsEnum) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
 
 
+def pretrained_weights_cached(architecture: str) -> bool:
+    """Whether DEFAULT weights for ``architecture`` are in the torch hub cache (nothing is downloaded)."""
+    return os.path.exists(_cached_weights_path(get_model_weights(architecture).DEFAULT))
+
+
 def _load_state_dict(path: str) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -97,7 +102,7 @@ class ImageClassifier:
         choice = cfg.weights.lower()
         if choice == "default":
             path = _cached_weights_path(default_weights)
-            if not os.path.exists(path):
+            if not pretrained_weights_cached(cfg.model):
                 raise ModelLoadError(
                     f"pretrained weights for {cfg.model} are not in the torch hub cache ({path}); "
                     "rtvi serve never downloads at run time: bake them into the image "

@@ -34,6 +34,9 @@ from rtvi.streaming.report import ConsumerReport
 
 log = logging.getLogger("rtvi.consume")
 
+# How long the pipeline may stay full before the partitions are paused.
+PAUSE_AFTER_S = 10.0
+
 
 @dataclass(eq=False)
 class Slot:
@@ -87,6 +90,7 @@ class FrameConsumer:
         self.ready_since = 0.0
         self.in_flight: set[asyncio.Task] = set()
         self.paused = False
+        self._full_since: float | None = None
         self.stopping = False
         self._to_commit: dict[int, int] = {}
         self._last_busy = time.monotonic()
@@ -154,6 +158,8 @@ class FrameConsumer:
         slot = Slot(state, msg.offset(), info, msg.value() or b"")
         state.pending.append(slot)
         self.report.consumed += 1
+        if self.report.started is None:
+            self.report.started = time.monotonic()
         metrics.CONSUMED.inc()
         age = info.age_ms()
         if self.config.max_frame_age_ms and age is not None and age > self.config.max_frame_age_ms:
@@ -267,20 +273,39 @@ class FrameConsumer:
             metrics.COMMITS.labels("error").inc()
             log.warning("offset commit failed (will retry): %s", exc)
 
-    def _backpressure(self) -> None:
-        buffered = sum(len(s) for s in self.partitions.values())
+    def _buffered(self) -> int:
+        return sum(len(s) for s in self.partitions.values())
+
+    def _fetch(self) -> list:
+        """Read as many frames as there is room for.
+
+        When the pipeline is full the consumer simply reads nothing, keeping
+        librdkafka's prefetched frames. Only if it stays full for PAUSE_AFTER_S
+        (the inference service is down, say) are the partitions paused, so that
+        polling can go on without reading and the group does not evict it.
+        """
+        buffered = self._buffered()
         metrics.BUFFERED.set(buffered)
-        assignment = self._consumer.assignment()
-        if not self.paused and (buffered >= self.config.max_buffered or self.stopping):
-            self._consumer.pause(assignment)
-            self.paused = True
-        elif self.paused and buffered < self.config.max_buffered // 2 and not self.stopping:
-            self._consumer.resume(assignment)
-            self.paused = False
         now = time.monotonic()
         if buffered:
             self.report.busy_seconds += now - self._last_busy
         self._last_busy = now
+        room = self.config.max_buffered - buffered
+        if room > 0 and not self.stopping:
+            self._full_since = None
+            if self.paused and buffered <= self.config.max_buffered // 2:
+                self._consumer.resume(self._consumer.assignment())
+                self.paused = False
+            if not self.paused:
+                return self._consumer.consume(num_messages=room, timeout=0)
+        elif self._full_since is None:
+            self._full_since = now
+        if not self.paused and (self.stopping or now - self._full_since >= PAUSE_AFTER_S):
+            self._consumer.pause(self._consumer.assignment())
+            self.paused = True
+        if self.paused:
+            self._consumer.consume(num_messages=1, timeout=0)  # serves callbacks; paused: returns nothing
+        return []
 
     def _done(self) -> bool:
         cfg = self.config
@@ -294,8 +319,7 @@ class FrameConsumer:
         next_commit = time.monotonic() + cfg.commit_interval_s
         next_report = time.monotonic() + cfg.report_interval if cfg.report_interval else float("inf")
         while not self.stopping and not self._done():
-            room = max(0, cfg.max_buffered - sum(len(s) for s in self.partitions.values()))
-            messages = self._consumer.consume(num_messages=max(1, room), timeout=0)
+            messages = self._fetch()
             for msg in messages:
                 err = msg.error()
                 if err is None:
@@ -304,7 +328,6 @@ class FrameConsumer:
                     self._on_kafka_error(err)
             self._dispatch()
             self._publish()
-            self._backpressure()
             now = time.monotonic()
             if now >= next_commit:
                 self._commit()
@@ -320,7 +343,7 @@ class FrameConsumer:
         """Finish what was read, publish it, commit it, leave the group."""
         cfg = self.config
         self.stopping = True
-        self._backpressure()
+        self._fetch()
         log.info("stopping: finishing %d in-flight calls and %d buffered frames", len(self.in_flight), len(self.ready))
         deadline = time.monotonic() + cfg.shutdown_timeout_s
         while (self.ready or self.in_flight or any(s.pending for s in self.partitions.values())) and time.monotonic() < deadline:

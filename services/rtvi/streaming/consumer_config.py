@@ -22,7 +22,9 @@ class ConsumerConfig(KafkaConfig):
     top_k: int = setting(5, "classes per prediction")
     batch_size: int = setting(8, "frames per ModelInfer call (at most the server's max batch size)")
     batch_linger_ms: float = setting(5.0, "how long to wait for a batch to fill before sending it smaller")
-    max_in_flight: int = setting(4, "ModelInfer calls outstanding at once")
+    max_in_flight: int = setting(
+        8, "ModelInfer calls outstanding at once; enough to keep every inference pod's batcher fed"
+    )
     max_frame_age_ms: float = setting(
         0.0, "real-time mode: skip (and count) frames older than this when behind; 0 keeps every frame"
     )

@@ -83,6 +83,7 @@ class KafkaConfig:
             "partition.assignment.strategy": "cooperative-sticky",
             "fetch.max.bytes": max(52_428_800, self.max_record_bytes),
             "max.partition.fetch.bytes": max(1_048_576, self.max_record_bytes),
+            "fetch.wait.max.ms": 50,
             **overrides,
         }
 

@@ -52,13 +52,13 @@ class ConsumerReport:
     failed: int = 0
     retries: int = 0
     dropped: int = 0
-    started: float = field(default_factory=time.monotonic)
+    started: float | None = None  # when the first frame arrived: idle time before it is not "slow"
     busy_seconds: float = 0.0
     latency: LatencyStats = field(default_factory=LatencyStats)
     inference: LatencyStats = field(default_factory=LatencyStats)
 
     def render(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        elapsed = max(time.monotonic() - self.started, 1e-9) if self.started is not None else 0.0
         lat = self.latency
         average = lat.total / lat.count if lat.count else 0.0
         recent = sum(lat.recent) / len(lat.recent) if lat.recent else 0.0
@@ -70,7 +70,7 @@ class ConsumerReport:
             f"  frames consumed: {self.consumed}",
             f"  frames processed: {self.processed}",
             f"  elapsed s: {elapsed:.1f}",
-            f"  overall fps: {self.processed / elapsed:.2f}",
+            f"  overall fps: {self.processed / elapsed if elapsed else 0.0:.2f}",
             f"  effective fps: {self.processed / self.busy_seconds if self.busy_seconds else 0.0:.2f}",
             "PROCESSING TIME (capture to prediction, ms)",
             f"  average: {average:.1f}",

@@ -1,0 +1,131 @@
+"""End-to-end pipeline throughput against the model-only ceiling, measured in one run.
+
+1. The ceiling: the model alone on ready tensors (same model, precision, batch size, threads).
+2. Throughput: a topic pre-filled with 640x480 JPEG frames; `rtvi consume` reads them,
+   calls `rtvi serve`, publishes predictions and commits offsets; rate = frames done /
+   time from the first frame read to the final commit (the consumer's overall FPS).
+3. Latency: one stream paced at 15 fps through the same server; p50/p95 capture-to-prediction.
+
+Everything runs on this machine: an embedded Tansu broker and the services as processes.
+
+    python benchmarks/bench_pipeline.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import free_port, model_ceiling, print_table, write_result  # noqa: E402
+
+
+def rtvi(*args: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rtvi", *args], stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def block_value(text: str, key: str) -> float:
+    return float(re.findall(rf"{re.escape(key)}: ([0-9.]+)", text)[-1])
+
+
+def run_consumer(work: Path, bootstrap: str, address: str, topic: str, frames: int, args, name: str,
+                 then=None) -> str:
+    """Consume ``frames`` frames of ``topic``; ``then()`` runs once the consumer joined its group."""
+    log = work / f"{name}.log"
+    proc = rtvi("consume", "--bootstrap-servers", bootstrap, "--topic", topic, "--predictions-topic", f"{topic}-out",
+                "--group", f"bench-{name}", "--inference-url", address, "--metrics-port", "0",
+                "--session-timeout-ms", "6000", "--report-interval", "0", "--max-frames", str(frames),
+                "--batch-size", str(args.batch_size), "--max-in-flight", str(args.max_in_flight), log=log)
+    if then:
+        while "assigned partitions" not in log.read_text():
+            if proc.poll() is not None:
+                raise SystemExit(f"consumer failed:\n{log.read_text()}")
+            time.sleep(0.05)
+        then()
+    if proc.wait(900) != 0:
+        raise SystemExit(f"consumer failed:\n{log.read_text()}")
+    return log.read_text()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=2000)
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8, help="consumer frames per request")
+    parser.add_argument("--max-in-flight", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--ceiling-seconds", type=float, default=15)
+    args = parser.parse_args()
+
+    from rtvi.local.broker import TansuBroker
+    from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
+
+    ceiling_args = ("resnet18", args.precision, args.max_batch_size, args.threads, args.ceiling_seconds)
+    before = model_ceiling(*ceiling_args)
+    print(f"model-only ceiling: {before:.1f} img/s")
+    work = Path(tempfile.mkdtemp(prefix="rtvi-bench-"))
+    port = free_port()
+    with TansuBroker(log_path=work / "broker.log") as broker:
+        bootstrap = broker.bootstrap_servers
+        ensure_topics(KafkaConfig(bootstrap_servers=bootstrap),
+                      {"bulk": 2, "bulk-out": 2, "paced": 1, "paced-out": 1})
+        server = rtvi("serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", "--weights", "none",
+                      "--precision", args.precision, "--max-batch-size", str(args.max_batch_size),
+                      "--threads", str(args.threads), log=work / "serve.log")
+        try:
+            producer = rtvi("produce", "--bootstrap-servers", bootstrap, "--topic", "bulk", "--streams", "2",
+                            "--max-frames", str(args.frames // 2), "--fps", "0", "--report-interval", "0",
+                            log=work / "prefill.log")
+            if producer.wait(600) != 0:
+                raise SystemExit((work / "prefill.log").read_text())
+            while "health SERVING" not in (work / "serve.log").read_text():
+                time.sleep(0.2)
+            bulk = run_consumer(work, bootstrap, f"127.0.0.1:{port}", "bulk", args.frames, args, "bulk")
+            paced_frames = int(args.latency_seconds * 15)
+            producers = []
+            paced = run_consumer(
+                work, bootstrap, f"127.0.0.1:{port}", "paced", paced_frames, args, "paced",
+                then=lambda: producers.append(rtvi(
+                    "produce", "--bootstrap-servers", bootstrap, "--topic", "paced", "--streams", "1",
+                    "--max-frames", str(paced_frames), "--fps", "15", "--synthetic-size", "640x480",
+                    "--report-interval", "0", log=work / "paced-produce.log")),
+            )
+            producers[0].wait(120)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+    after = model_ceiling(*ceiling_args)
+    ceiling = max(before, after)
+    throughput = block_value(bulk, "overall fps")
+    processed = int(block_value(bulk, "frames processed"))
+    p50, p95 = block_value(paced, "p50"), block_value(paced, "p95")
+    ratio = throughput / ceiling
+    print_table(
+        f"rtvi pipeline: resnet18 {args.precision} channels_last, {args.frames} prefilled 640x480 JPEG frames, "
+        f"consumer batch {args.batch_size} x {args.max_in_flight} in flight, server max batch {args.max_batch_size}",
+        [
+            ("model-only ceiling (img/s)", f"{ceiling:.1f}  (before {before:.1f}, after {after:.1f})"),
+            ("end-to-end throughput (frames/s)", f"{throughput:.1f}  ({processed} frames)"),
+            ("end-to-end / ceiling", f"{ratio:.1%}"),
+            ("1 stream @15 fps: capture->prediction p50 / p95 (ms)", f"{p50:.0f} / {p95:.0f}"),
+        ],
+    )
+    write_result("pipeline", {
+        "benchmark": "pipeline", "args": vars(args), "ceiling_img_s": ceiling, "ceiling_before_img_s": before,
+        "ceiling_after_img_s": after, "throughput_fps": throughput, "frames": processed, "ratio": ratio,
+        "paced_p50_ms": p50, "paced_p95_ms": p95, "logs": str(work),
+    })
+
+
+if __name__ == "__main__":
+    main()
