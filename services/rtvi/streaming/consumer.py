@@ -30,6 +30,7 @@ from rtvi.protocol.client import RETRYABLE, InferenceClient
 from rtvi.streaming import consumer_metrics as metrics
 from rtvi.streaming.frames import FrameInfo, prediction_record
 from rtvi.streaming.consumer_config import ConsumerConfig
+from rtvi.streaming.kafka_config import error_logger
 from rtvi.streaming.report import ConsumerReport
 
 log = logging.getLogger("rtvi.consume")
@@ -94,7 +95,7 @@ class FrameConsumer:
         self.stopping = False
         self._to_commit: dict[int, int] = {}
         self._last_busy = time.monotonic()
-        self._kafka_errors: set[str] = set()
+        self._on_kafka_error = error_logger(log)
         self._consumer = Consumer(
             config.consumer(
                 "consumer", config.group,
@@ -106,11 +107,6 @@ class FrameConsumer:
         self._client = InferenceClient(config.inference_url, config.model, config.max_record_bytes * config.batch_size)
 
     # --- Kafka callbacks (all on the loop thread, inside poll/consume) ---------
-    def _on_kafka_error(self, err: KafkaError) -> None:
-        if err.str() not in self._kafka_errors:
-            self._kafka_errors.add(err.str())
-            log.warning("kafka: %s", err.str())
-
     def _on_stats(self, stats_json: str) -> None:
         stats = json.loads(stats_json)
         for topic, data in stats.get("topics", {}).items():

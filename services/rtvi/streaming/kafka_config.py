@@ -8,7 +8,9 @@ the consumer's fetch sizes.
 
 from __future__ import annotations
 
+import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +53,9 @@ class KafkaConfig:
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id or f"rtvi-{role}-{socket.gethostname()}",
             "security.protocol": self.security_protocol,
+            # librdkafka's own stderr lines repeat on every reconnect; errors reach the
+            # log once each through error_logger() instead.
+            "log_level": 2,
         }
         if self.sasl_mechanism:
             settings.update(
@@ -89,6 +94,19 @@ class KafkaConfig:
 
     def admin(self) -> dict[str, Any]:
         return self.common("admin")
+
+
+def error_logger(log: logging.Logger) -> Callable:
+    """An ``error_cb`` that logs each distinct client error once (librdkafka repeats them
+    on every reconnect attempt), so an unreachable broker is said clearly, not endlessly."""
+    seen: set[str] = set()
+
+    def on_error(err) -> None:
+        if err.str() not in seen:
+            seen.add(err.str())
+            log.warning("kafka: %s", err.str())
+
+    return on_error
 
 
 def ensure_topics(config: KafkaConfig, topics: dict[str, int], timeout: float = 15.0) -> None:

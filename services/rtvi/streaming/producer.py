@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, Producer
 
 from rtvi._private.settings import parse_size
 from rtvi.streaming.frames import FrameInfo
+from rtvi.streaming.kafka_config import error_logger
 from rtvi.streaming.producer_config import ProducerConfig
 from rtvi.streaming.sources import CaptureSource, ImageFolderSource, SourceError, SyntheticSource
 
@@ -53,7 +54,7 @@ class FrameProducer:
     def __init__(self, config: ProducerConfig) -> None:
         self.config = config
         self.stats = ProduceStats()
-        self._producer = Producer(config.producer("producer"))
+        self._producer = Producer(config.producer("producer", error_cb=error_logger(log)))
         self._resize = parse_size(config.resize) if config.resize else None
         self._stopping = False
 

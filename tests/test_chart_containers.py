@@ -1,0 +1,86 @@
+"""The chart's rendered containers, run for real as local processes.
+
+Each container's image entrypoint (`rtvi`) runs with the rendered args and env, as the
+kubelet would start it. Only what a cluster provides is substituted: loopback instead of
+0.0.0.0, the test broker instead of cluster DNS, and random weights (the image bakes
+the pretrained ones in). The inference container is then probed the way the kubelet's
+native gRPC probe does: grpc.health.v1 Check on the rendered probe port and service.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import yaml
+
+from conftest import Proc, free_port, health_status, read_predictions
+from test_chart import by_kind, chart, helm, one  # noqa: F401  (fixtures)
+
+SERVING = 1
+
+
+def container(doc: dict) -> dict:
+    return doc["spec"]["template"]["spec"]["containers"][0]
+
+
+def process_env(rendered: dict, **overrides: str) -> dict[str, str]:
+    env = {e["name"]: str(e["value"]) for e in rendered.get("env", []) if "value" in e}
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("RTVI_")}, **env, **overrides}
+
+
+def start(rendered: dict, log, **overrides: str) -> Proc:
+    assert rendered["args"][0] in {"serve", "consume", "produce"}
+    return Proc([sys.executable, "-m", "rtvi", *rendered["args"]], log, env=process_env(rendered, **overrides))
+
+
+def test_rendered_containers_run_and_the_probe_passes(helm, chart, broker, tmp_path):  # noqa: F811
+    from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
+
+    grpc_port, metrics_port, consumer_metrics = free_port(), free_port(), free_port()
+    topics = {"frames": "chart-frames", "predictions": "chart-predictions"}
+    values = [
+        "--set", f"inference.port={grpc_port}", "--set", f"inference.metricsPort={metrics_port}",
+        "--set", f"consumer.metricsPort={consumer_metrics}", "--set", "redpanda.enabled=false",
+        "--set", f"kafka.bootstrapServers={broker.bootstrap_servers}",
+        "--set", f"topics.frames.name={topics['frames']}", "--set", f"topics.predictions.name={topics['predictions']}",
+        "--set", "topics.frames.partitions=2", "--set", "topics.predictions.partitions=2",
+        "--set", "producer.enabled=true", "--set", "producer.streams=2", "--set", "producer.fps=5",
+        "--set", "producer.duration=3", "--set", "producer.syntheticSize=320x240", "--set", "inference.precision=bf16",
+    ]
+    out = subprocess.run([helm, "template", "rtvi", str(chart), *values], capture_output=True, text=True, check=True)
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    ensure_topics(KafkaConfig(bootstrap_servers=broker.bootstrap_servers), {topics["frames"]: 2, topics["predictions"]: 2})
+
+    inference = container(one(docs, "Deployment", "-inference"))
+    server = start(inference, tmp_path / "inference.log", RTVI_HOST="127.0.0.1", RTVI_WEIGHTS="none")
+    consumer = producer = None
+    try:
+        probe = inference["startupProbe"]["grpc"]
+        address = f"127.0.0.1:{probe['port']}"
+        budget = inference["startupProbe"]["periodSeconds"] * inference["startupProbe"]["failureThreshold"]
+        deadline = time.monotonic() + min(budget, 180)
+        while health_status(address, probe["service"]) != SERVING:
+            assert server.popen.poll() is None, server.output
+            assert time.monotonic() < deadline, f"startupProbe would fail:\n{server.output}"
+            time.sleep(inference["startupProbe"]["periodSeconds"] / 10)
+        for kind in ("readinessProbe", "livenessProbe"):
+            assert health_status(f"127.0.0.1:{inference[kind]['grpc']['port']}", inference[kind]["grpc"]["service"]) == SERVING
+
+        consumer_container = container(one(docs, "Deployment", "-consumer"))
+        consumer = start(consumer_container, tmp_path / "consumer.log",
+                         RTVI_INFERENCE_URL=address, RTVI_METRICS_HOST="127.0.0.1", RTVI_SESSION_TIMEOUT_MS="6000")
+        job = by_kind(docs, "Job")[0]["spec"]["template"]["spec"]["containers"][0]
+        producer = start(job, tmp_path / "producer.log")
+        assert producer.popen.wait(120) == 0, producer.output
+        predictions = read_predictions(broker, topics["predictions"], 30, timeout=120)
+        assert len(predictions) == 30, consumer.output
+        assert all("top" in p for p in predictions)
+        assert consumer.terminate() == 0
+        assert "frames processed: 30" in consumer.output
+    finally:
+        for proc in (producer, consumer, server):
+            if proc:
+                proc.terminate()
