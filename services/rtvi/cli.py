@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from rtvi import __version__
 from rtvi._private.settings import ConfigError, add_arguments, from_namespace
+from rtvi.cluster.config import LoadtestConfig, StatusConfig
 from rtvi.local.config import UpConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.streaming.consumer_config import ConsumerConfig
@@ -53,6 +54,33 @@ def _up(args: argparse.Namespace) -> int:
     return run_pipeline(from_namespace(UpConfig, args))
 
 
+def _cluster(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Cluster commands end with one line on stderr and exit 1 when the cluster says no."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from rtvi.cluster.kube import ClusterError
+
+        try:
+            return run(args)
+        except ClusterError as exc:
+            print(f"rtvi {args.command}: {exc}", file=sys.stderr)
+            return 1
+
+    return handler
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from rtvi.cluster.loadtest import run_loadtest
+
+    return run_loadtest(from_namespace(LoadtestConfig, args))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rtvi.cluster.status import run_status
+
+    return run_status(from_namespace(StatusConfig, args))
+
+
 COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
     "serve": (
         ServerConfig,
@@ -77,6 +105,17 @@ COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
         _up,
         "Run the whole pipeline on this machine (embedded broker, inference server, consumer, "
         "producer) for a while and print the consumer's metrics block. No cluster, no Docker.",
+    ),
+    "loadtest": (
+        LoadtestConfig,
+        _cluster(_loadtest),
+        "Run a producer Job against a release in Kubernetes, wait for it, and summarize what its "
+        "consumers measured (frames, throughput, latency percentiles, errors, HPA replicas).",
+    ),
+    "status": (
+        StatusConfig,
+        _cluster(_status),
+        "Show a release's Deployments, autoscaler, pods that are not ready and consumer lag.",
     ),
 }
 

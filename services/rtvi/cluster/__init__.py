@@ -1,0 +1,1 @@
+"""Cluster commands (`rtvi loadtest`, `rtvi status`) on the kubernetes Python client."""
