@@ -1,0 +1,138 @@
+"""Both images built from the Dockerfiles as they are (only build args differ) and run
+for real on a private Docker engine: the inference container serves v2 and reports
+SERVING after warm-up, the consumer image's producer and consumer move frames through a
+broker on the host, both run as non-root and stop on SIGTERM within their grace period.
+
+Here the base image is built from Debian packages (no registry is reachable) and torch
+comes from PyPI (a CUDA build of several GB); users build on python:3.11-slim with the
+CPU wheel index (see README). Slow (several minutes): marked `docker`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2
+
+from conftest import REPO, free_port, health_status, jpeg_bytes, read_predictions
+from support.docker_engine import DockerEngine, EngineUnavailable
+
+pytestmark = pytest.mark.docker
+
+CONSUMER_LIMIT_BYTES = 400 * 1000 * 1000
+GRACE_S = 30
+
+
+@pytest.fixture(scope="module")
+def engine():
+    engine = DockerEngine()
+    try:
+        engine.start()
+    except EngineUnavailable as exc:
+        engine.stop()
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the container tests: {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="module")
+def images(engine):
+    base = engine.build_base_image()
+    built = {}
+    for name, args in {
+        "consumer": [],
+        # torch from PyPI (CUDA build) instead of the CPU index; no weights download offline.
+        "inference": ["--build-arg", "TORCH_INDEX_URL=https://pypi.org/simple", "--build-arg", "WEIGHTS=none"],
+    }.items():
+        tag = f"rtvi-{name}:test"
+        started = time.monotonic()
+        out = engine.docker("build", "--network", "host", "-f", f"Dockerfile.{name}", "--build-arg",
+                            f"PYTHON_IMAGE={base}", *args, "-t", tag, ".", cwd=REPO, check=False)
+        assert out.returncode == 0, out.stderr[-5000:]
+        size = int(engine.docker("image", "inspect", "-f", "{{.Size}}", tag).stdout)
+        print(f"\n{tag}: {size / 1e6:.0f} MB, built in {time.monotonic() - started:.0f}s")
+        built[name] = (tag, size)
+    print(f"base {base}: {int(engine.docker('image', 'inspect', '-f', '{{.Size}}', base).stdout) / 1e6:.0f} MB")
+    return built
+
+
+def run(engine, image: str, name: str, *args: str, env: dict[str, str]) -> str:
+    flags = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+    engine.docker("run", "-d", "--name", name, "--network", "host", *flags, image, *args)
+    return name
+
+
+def logs(engine, name: str) -> str:
+    out = engine.docker("logs", name, check=False)
+    return out.stdout + out.stderr
+
+
+def stop_within_grace(engine, name: str) -> float:
+    started = time.monotonic()
+    engine.docker("stop", "-t", str(GRACE_S), name)
+    elapsed = time.monotonic() - started
+    state = engine.docker("inspect", "-f", "{{.State.ExitCode}} {{.State.OOMKilled}}", name).stdout.split()
+    assert state == ["0", "false"], (state, logs(engine, name)[-3000:])
+    assert elapsed < GRACE_S, f"{name} needed {elapsed:.0f}s (SIGKILL at {GRACE_S}s)"
+    return elapsed
+
+
+def test_consumer_image_is_small_and_has_no_torch(engine, images):
+    tag, size = images["consumer"]
+    assert size < CONSUMER_LIMIT_BYTES, f"consumer image is {size / 1e6:.0f} MB"
+    out = engine.docker("run", "--rm", "--entrypoint", "python3", tag, "-c",
+                        "import importlib.util as u; print(u.find_spec('torch'), u.find_spec('kubernetes'))")
+    assert out.stdout.split() == ["None", "None"]
+
+
+def test_images_run_the_pipeline_as_non_root(engine, images, broker, topics):
+    inference_tag, _ = images["inference"]
+    consumer_tag, _ = images["consumer"]
+    for tag in (inference_tag, consumer_tag):
+        assert engine.docker("image", "inspect", "-f", "{{.Config.User}}", tag).stdout.strip() == "10001:10001"
+    port, metrics_port = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    server = run(engine, inference_tag, "rtvi-test-inference", env={
+        "RTVI_HOST": "127.0.0.1", "RTVI_PORT": str(port), "RTVI_METRICS_PORT": str(metrics_port),
+        "RTVI_PRECISION": "bf16", "RTVI_SHUTDOWN_GRACE_S": "20"})
+    seen = []
+    deadline = time.monotonic() + 300
+    while (status := health_status(address, "inference.GRPCInferenceService")) != health_pb2.HealthCheckResponse.SERVING:
+        assert time.monotonic() < deadline, logs(engine, server)
+        if status is not None:
+            seen.append(status)
+        time.sleep(0.1)
+    assert seen and seen[0] == health_pb2.HealthCheckResponse.NOT_SERVING, "not SERVING before warm-up"
+    assert engine.docker("exec", server, "id", "-u").stdout.strip() == "10001"
+
+    with triton.InferenceServerClient(address) as client:
+        images_in = triton.InferInput("images", [2], "BYTES")
+        images_in.set_data_from_numpy(np.array([jpeg_bytes(seed=1), jpeg_bytes(seed=2)], dtype=np.object_))
+        result = client.infer("resnet18", [images_in], outputs=[triton.InferRequestedOutput("logits", class_count=3)])
+        assert result.as_numpy("logits").shape == (2, 3)
+
+    kafka = {"RTVI_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+    consumer = run(engine, consumer_tag, "rtvi-test-consumer", "consume", env={
+        **kafka, "RTVI_TOPIC": topics["frames"], "RTVI_PREDICTIONS_TOPIC": topics["predictions"],
+        "RTVI_GROUP": topics["group"], "RTVI_INFERENCE_URL": address, "RTVI_METRICS_HOST": "127.0.0.1",
+        "RTVI_METRICS_PORT": str(free_port()), "RTVI_SESSION_TIMEOUT_MS": "6000", "RTVI_REPORT_INTERVAL": "0"})
+    producer = run(engine, consumer_tag, "rtvi-test-producer", "produce", env={
+        **kafka, "RTVI_TOPIC": topics["frames"], "RTVI_STREAMS": "2", "RTVI_MAX_FRAMES": "10", "RTVI_FPS": "0",
+        "RTVI_SYNTHETIC_SIZE": "320x240"})
+    assert engine.docker("wait", producer).stdout.strip() == "0", logs(engine, producer)
+    assert "20 delivered, 0 delivery errors" in logs(engine, producer)
+    predictions = read_predictions(broker, topics["predictions"], 20, timeout=120)
+    assert len(predictions) == 20 and all("top" in p for p in predictions), logs(engine, consumer)[-3000:]
+
+    stop_within_grace(engine, consumer)
+    assert "frames processed: 20" in logs(engine, consumer)
+    stop_within_grace(engine, server)
+    assert "draining in-flight requests" in logs(engine, server)
