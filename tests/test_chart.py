@@ -11,14 +11,13 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-from conftest import REPO, Proc, free_port, health_status, rtvi_command
+from conftest import REPO
 from support.tools import helm_binary
 
 CHART = REPO / "charts" / "rtvi"

@@ -21,7 +21,8 @@ from grpc_health.v1 import health_pb2
 from conftest import REPO, free_port, health_status, jpeg_bytes, read_predictions
 from support.docker_engine import DockerEngine, EngineUnavailable
 
-pytestmark = pytest.mark.docker
+# Building the images (and installing the engine on a fresh machine) takes minutes.
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 CONSUMER_LIMIT_BYTES = 400 * 1000 * 1000
 GRACE_S = 30

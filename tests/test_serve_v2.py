@@ -161,3 +161,9 @@ def test_metrics_describe_batching(server, client):
         'rtvi_inference_model_ready{model="resnet18"} 1.0',
     ):
         assert name in text, name
+
+
+def test_other_triton_rpcs_answer_unimplemented(client):
+    with pytest.raises(InferenceServerException) as info:
+        client.get_model_repository_index()
+    assert info.value.status() == "StatusCode.UNIMPLEMENTED"

@@ -214,4 +214,4 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         labels = self.spec.labels
         k = min(top_k, logits.shape[1])
         top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-        return [[f"{row[i]:f}:{i}:{labels[i]}".encode() for i in idx] for row, idx in zip(logits, top)]
+        return [[f"{row[i]:f}:{i}:{labels[i]}".encode() for i in idx] for row, idx in zip(logits, top, strict=True)]

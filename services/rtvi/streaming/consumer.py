@@ -43,7 +43,7 @@ PAUSE_AFTER_S = 10.0
 class Slot:
     """One frame's way through the pipeline."""
 
-    partition: "PartitionState"
+    partition: PartitionState
     offset: int
     info: FrameInfo
     value: bytes
@@ -195,6 +195,18 @@ class FrameConsumer:
         metrics.IN_FLIGHT.set(len(self.in_flight))
 
     async def _infer(self, batch: list[Slot]) -> None:
+        """Classify a batch; whatever goes wrong, every frame ends with a record."""
+        try:
+            await self._classify(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a malformed answer must not stall the partition
+            log.exception("inference of %d frames failed", len(batch))
+            for slot in batch:
+                if slot.record is None:
+                    self._fail(slot, f"internal error: {exc}", "internal")
+
+    async def _classify(self, batch: list[Slot]) -> None:
         cfg = self.config
         backoff = 0.1
         while True:
@@ -225,7 +237,9 @@ class FrameConsumer:
         metrics.INFERENCE_SECONDS.observe(seconds)
         metrics.BATCH_SIZE.observe(len(batch))
         self.report.inference.add(seconds * 1000)
-        for slot, top in zip(batch, results):
+        if len(results) != len(batch):
+            raise RuntimeError(f"server answered {len(results)} results for {len(batch)} frames")
+        for slot, top in zip(batch, results, strict=True):
             slot.record = prediction_record(
                 slot.info, model=cfg.model, inference_ms=seconds * 1000,
                 top=[{"label": c.label, "index": c.index, "score": c.score} for c in top],

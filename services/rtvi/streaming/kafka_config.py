@@ -119,7 +119,7 @@ def ensure_topics(config: KafkaConfig, topics: dict[str, int], timeout: float = 
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [NewTopic(name, num_partitions=parts, replication_factor=1) for name, parts in topics.items()
               if name not in existing]
-    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items() if wanted else ():
+    for future in admin.create_topics(wanted, operation_timeout=timeout).values() if wanted else ():
         try:
             future.result(timeout)
         except KafkaException as exc:
