@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -127,10 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every flag can also be set as an RTVI_<FLAG> environment variable (e.g. RTVI_PORT=9001).",
     )
     parser.add_argument("--version", action="version", version=f"rtvi {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default=os.environ.get("RTVI_LOG_LEVEL", "info").lower(),
+                        choices=["debug", "info", "warning", "error"], help="[env RTVI_LOG_LEVEL; default: info]")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (config_cls, handler, summary) in COMMANDS.items():
-        command = sub.add_parser(name, help=summary.split(".")[0], description=summary)
+        command = sub.add_parser(name, help=summary.split(". ")[0].rstrip("."), description=summary)
         add_arguments(command, config_cls)
         command.set_defaults(handler=handler, config_cls=config_cls)
     return parser
