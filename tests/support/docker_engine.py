@@ -48,8 +48,10 @@ class DockerEngine:
         if not (shutil.which("dockerd") and Path(DOCKER).exists() and shutil.which("debootstrap")):
             if not shutil.which("apt-get"):
                 raise EngineUnavailable("no dockerd and no apt-get to install Debian's docker.io")
-            subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES],
-                           check=True, capture_output=True, timeout=900)
+            install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
+            if subprocess.run(install, capture_output=True, timeout=900).returncode != 0:
+                subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=600)
+                subprocess.run(install, check=True, capture_output=True, timeout=900)
         log = open(self.root / "dockerd.log", "wb")
         self._proc = subprocess.Popen(
             ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
