@@ -6,6 +6,7 @@ import json
 import platform
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,26 +20,43 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def model_ceiling(model: str, precision: str, batch_size: int, threads: int, seconds: float) -> float:
-    """Images/s of the model alone on ready tensors: what a perfect server could reach."""
-    from rtvi.serving.config import ServerConfig
-    from rtvi.serving.model import ImageClassifier  # first: it sets OpenMP's wait policy before torch loads
+class ModelCeiling:
+    """The model alone on ready tensors (same model, precision, batch size, threads as the
+    server): what a perfect server could reach. Runs on a worker thread, like the
+    server's compute thread, and measures in windows so a benchmark can interleave
+    them with its own windows: on a shared, noisy machine only measurements taken
+    side by side compare."""
 
-    classifier = ImageClassifier(
-        ServerConfig(model=model, weights="none", precision=precision, threads=threads, max_batch_size=batch_size)
-    )
-    spec = classifier.load()
-    crop = spec.geometry.crop
-    batch = classifier.preprocess(np.zeros((batch_size, crop, crop, 3), dtype=np.uint8))
-    warm_until = time.perf_counter() + min(5.0, seconds / 2)
-    while time.perf_counter() < warm_until:
-        classifier.predict(batch)
-    images, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        classifier.predict(batch)
-        images += batch_size
-    rate = images / (time.perf_counter() - started)
-    return rate
+    def __init__(self, model: str, precision: str, batch_size: int, threads: int) -> None:
+        from rtvi.serving.config import ServerConfig
+        from rtvi.serving.model import ImageClassifier  # first: it sets OpenMP's wait policy before torch loads
+
+        self._pool = ThreadPoolExecutor(1)
+        self.batch_size = batch_size
+        config = ServerConfig(model=model, weights="none", precision=precision, threads=threads,
+                              max_batch_size=batch_size)
+        self._classifier = ImageClassifier(config)
+        self._pool.submit(self._load).result()
+        self.window(3.0)  # warm-up
+
+    def _load(self) -> None:
+        spec = self._classifier.load()
+        crop = spec.geometry.crop
+        self._batch = self._classifier.preprocess(np.zeros((self.batch_size, crop, crop, 3), dtype=np.uint8))
+
+    def _run(self, seconds: float) -> float:
+        images, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            self._classifier.predict(self._batch)
+            images += self.batch_size
+        return images / (time.perf_counter() - started)
+
+    def window(self, seconds: float) -> float:
+        """Images/s over one window of ``seconds``."""
+        return self._pool.submit(self._run, seconds).result()
+
+    def close(self) -> None:
+        self._pool.shutdown()
 
 
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:

@@ -127,7 +127,8 @@ def checkpoint(tmp_path_factory) -> Path:
 def server(tmp_path_factory, checkpoint) -> Iterator[InferenceServer]:
     """One fp32 resnet18 server loaded from ``checkpoint``, shared by a module's tests."""
     srv = InferenceServer(
-        tmp_path_factory.mktemp("server"), "--max-batch-size", "8", "--max-message-mb", "2", "--weights", str(checkpoint)
+        tmp_path_factory.mktemp("server"), "--max-batch-size", "8", "--max-message-mb", "2", "--weights", str(checkpoint),
+        "--instances", "2", "--threads", "1",
     )
     try:
         srv.wait_serving()

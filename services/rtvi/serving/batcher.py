@@ -1,6 +1,6 @@
 """Dynamic batching: concurrent requests merge into one model call.
 
-Requests wait in a queue; when the compute thread is free, the batcher takes the
+Requests wait in a queue; when a model instance is free, the batcher takes the
 oldest request and every queued request of the same kind (dtype and shape) that fits
 in ``max_batch_size``, waiting at most ``max_queue_delay`` after the oldest arrived
 for more to come. Requests that waited while the model was busy are already past
@@ -48,8 +48,11 @@ class DynamicBatcher:
         max_batch_size: int,
         max_queue_delay_s: float,
         on_batch: Callable[[BatchStats], None] = lambda stats: None,
+        concurrency: int = 1,
     ) -> None:
-        self._run = run
+        """``concurrency`` batches run at once (one per model instance, each on its own
+        thread of ``executor``)."""
+        self._run_model = run
         self._executor = executor
         self._max_batch = max_batch_size
         self._delay = max_queue_delay_s
@@ -57,6 +60,8 @@ class DynamicBatcher:
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._free = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task] = set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="dynamic-batcher")
@@ -68,6 +73,8 @@ class DynamicBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("server shutting down"))
@@ -121,16 +128,27 @@ class DynamicBatcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # Form the next batch only once an instance is free, so that requests
+            # arriving meanwhile join it.
+            await self._free.acquire()
             batch = await self._next_batch()
+            task = loop.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
             started = time.perf_counter()
             inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([p.inputs for p in batch])
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run, batch[0].kind, inputs)
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._run_model, batch[0].kind, inputs
+                )
             except Exception as exc:  # the model failed: fail this batch, keep serving
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(exc)
-                continue
+                return
             finished = time.perf_counter()
             offset = 0
             for pending in batch:
@@ -144,3 +162,5 @@ class DynamicBatcher:
                     compute_seconds=finished - started,
                 )
             )
+        finally:
+            self._free.release()

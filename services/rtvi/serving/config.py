@@ -26,7 +26,12 @@ class ServerConfig:
     precision: str = setting("fp32", "compute precision: bf16 uses CPU/CUDA autocast, fp16 needs CUDA", choices=PRECISIONS)
     device: str = setting("auto", "where the model runs: auto picks CUDA when present", choices=DEVICES)
     channels_last: bool = setting(True, "run convolutions in channels_last memory format (faster on CPU and tensor cores)")
-    threads: int = setting(0, "torch intra-op threads; 0 keeps torch's default (one per core)")
+    threads: int = setting(0, "torch intra-op threads per instance; 0 keeps torch's default (one per core)")
+    instances: int = setting(
+        1,
+        "model instances computing batches concurrently, each on its own thread (Triton's instance "
+        "count); on CPU, N instances x 1 thread keeps the cores busier than 1 x N while images decode",
+    )
     compile: bool = setting(False, "torch.compile the model (slower start, faster steady state)")
     max_batch_size: int = setting(16, "largest batch the dynamic batcher forms; larger requests are rejected")
     max_queue_delay_ms: float = setting(5.0, "how long a request may wait for others to fill a batch")
@@ -50,6 +55,7 @@ class ServerConfig:
         require(self.max_batch_size >= 1, f"max batch size must be >= 1, got {self.max_batch_size}")
         require(self.max_queue_delay_ms >= 0, "max queue delay must be >= 0 ms")
         require(self.threads >= 0, "threads must be >= 0")
+        require(self.instances >= 1, "instances must be >= 1")
         require(self.preprocess_workers >= 1, "preprocess workers must be >= 1")
         require(self.max_message_mb >= 1, "max message size must be >= 1 MiB")
         require(self.shutdown_grace_s >= 0 and self.shutdown_delay_s >= 0, "shutdown delay and grace must be >= 0 s")

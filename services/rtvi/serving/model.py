@@ -1,7 +1,9 @@
 """A torchvision image classifier: load, preprocess a batch, predict.
 
 Mirrors KServe's Model (load / preprocess / predict) for one architecture. Every
-method here runs on the single compute thread; the event loop never calls torch.
+method here runs on a compute thread (one per model instance, sharing the weights:
+forward passes under inference_mode do not mutate the module); the event loop never
+calls torch.
 """
 
 from __future__ import annotations

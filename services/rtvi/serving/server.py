@@ -68,7 +68,7 @@ async def serve(config: ServerConfig) -> int:
         loop.add_signal_handler(signum, stop.set)
 
     preprocess_pool = ThreadPoolExecutor(config.preprocess_workers, thread_name_prefix="rtvi-preprocess")
-    compute_pool = ThreadPoolExecutor(1, thread_name_prefix="rtvi-compute")
+    compute_pool = ThreadPoolExecutor(config.instances, thread_name_prefix="rtvi-compute")
     model_name = config.served_name
     servicer = InferenceServicer(model_name, config.max_batch_size, config.max_message_bytes, preprocess_pool)
     health = HealthServicer()
@@ -118,15 +118,16 @@ async def serve(config: ServerConfig) -> int:
 
             batcher = DynamicBatcher(
                 run, compute_pool, config.max_batch_size, config.max_queue_delay_ms / 1000,
-                on_batch=lambda stats: _record_batch(model_name, stats),
+                on_batch=lambda stats: _record_batch(model_name, stats), concurrency=config.instances,
             )
             batcher.start()
             servicer.set_ready(spec, batcher)
             metrics.READY.labels(model_name).set(1)
             await _set_health(health, health_pb2.HealthCheckResponse.SERVING)
             log.info(
-                "model %s ready in %.1fs (device=%s precision=%s channels_last=%s max_batch=%d); health SERVING",
-                model_name, seconds, classifier.device, config.precision, config.channels_last, config.max_batch_size,
+                "model %s ready in %.1fs (device=%s precision=%s channels_last=%s max_batch=%d instances=%d); "
+                "health SERVING", model_name, seconds, classifier.device, config.precision, config.channels_last,
+                config.max_batch_size, config.instances,
             )
             await stop_task
 
