@@ -60,7 +60,6 @@ class PartitionState:
     partition: int
     pending: deque = field(default_factory=deque)  # not yet published
     unacked: deque = field(default_factory=deque)  # published, awaiting the broker's ack
-    committed: int = -1
     revoked: bool = False
 
     def ready_to_publish(self):
@@ -70,13 +69,11 @@ class PartitionState:
             yield slot
 
     def commit_position(self) -> int | None:
+        """The offset to commit once the delivered prefix grew, else None."""
         last = None
         while self.unacked and self.unacked[0].delivered:
             last = self.unacked.popleft().offset
-        if last is None:
-            return None
-        self.committed = last + 1
-        return self.committed
+        return None if last is None else last + 1
 
     def __len__(self) -> int:
         return len(self.pending) + len(self.unacked)
