@@ -143,8 +143,9 @@ def test_corrupt_frame_becomes_one_error_record(tmp_path, broker, topics, infere
                          headers=FrameInfo("cam", i, time.time_ns()).headers())
     assert producer.flush(30) == 0
     metrics_port = free_port()
-    consumer = start_consumer(tmp_path, broker, topics, inference.address, "--metrics-port", str(metrics_port),
-                              "--metrics-host", "127.0.0.1", "--batch-size", "8")
+    # dns:/// with round_robin, as the chart configures it for a headless Service.
+    consumer = start_consumer(tmp_path, broker, topics, f"dns:///localhost:{inference.port}",
+                              "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1", "--batch-size", "8")
     try:
         wait_for(lambda: len(read_predictions(broker, topics["predictions"], 21, timeout=1)) >= 21, 90,
                  "21 records", consumer)
