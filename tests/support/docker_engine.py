@@ -76,7 +76,11 @@ class DockerEngine:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(10)
-        subprocess.run(["umount", "-R", str(self.root)], capture_output=True)
+        # dockerd leaves its network namespace bind-mounted under the exec root.
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                  if line.split()[1].startswith(f"{self.root}/")]
+        for mount in sorted(mounts, reverse=True):
+            subprocess.run(["umount", "--lazy", mount], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def build_base_image(self) -> str:
