@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import ModelCeiling, free_port, print_table, write_result  # noqa: E402
+from _common import ModelCeiling, print_table, write_result  # noqa: E402
+
+from rtvi._private.net import free_port  # noqa: E402
 
 
 def rtvi(*args: str, log: Path) -> subprocess.Popen:

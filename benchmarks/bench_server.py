@@ -26,7 +26,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import ModelCeiling, free_port, print_table, write_result  # noqa: E402
+from _common import ModelCeiling, print_table, write_result  # noqa: E402
+
+from rtvi._private.net import free_port  # noqa: E402
 
 
 def synthetic_jpegs(count: int, width: int = 640, height: int = 480) -> list[bytes]:

@@ -32,6 +32,11 @@ class PodMetrics:
     p95_ms: float | None = None
     p99_ms: float | None = None
 
+    @property
+    def done(self) -> int:
+        """Frames finished one way or another: predicted, failed or dropped."""
+        return self.processed + self.failed + self.dropped
+
 
 def _number(text: str) -> float:
     return float(text.rstrip("%"))

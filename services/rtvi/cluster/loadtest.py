@@ -114,7 +114,7 @@ def run_loadtest(cfg: LoadtestConfig) -> int:
     # Let consumers finish what was published: wait until their counters stop moving.
     previous, stable_since = -1, time.monotonic()
     while time.monotonic() - stable_since < 10 and time.monotonic() < deadline:
-        now = sum(p.processed + p.failed + p.dropped for p in collect(kube, cfg.release, cfg.metrics_port))
+        now = sum(p.done for p in collect(kube, cfg.release, cfg.metrics_port))
         if now != previous:
             previous, stable_since = now, time.monotonic()
         time.sleep(2)

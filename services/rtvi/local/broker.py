@@ -16,6 +16,8 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
+from rtvi._private.net import free_port
+
 ENV_BINARY = "RTVI_TANSU_BIN"
 
 
@@ -41,18 +43,12 @@ def tansu_binary() -> str:
     )
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 class TansuBroker:
     """Start with ``with TansuBroker() as broker: broker.bootstrap_servers``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: str | os.PathLike | None = None) -> None:
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.log_path = log_path
         self._proc: subprocess.Popen | None = None
         self._log = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,8 +19,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
+from rtvi._private.net import free_port
+from rtvi.cluster.aggregate import from_prometheus
 from rtvi.local.broker import BrokerError, TansuBroker
 from rtvi.local.config import UpConfig
 from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
@@ -30,19 +30,6 @@ from rtvi.streaming.report import BEGIN, END
 log = logging.getLogger("rtvi.up")
 
 FRAMES, PREDICTIONS = "frames", "predictions"
-DONE_METRICS = (
-    "rtvi_consumer_frames_processed_total",
-    "rtvi_consumer_frames_failed_total",
-    "rtvi_consumer_frames_dropped_total",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Service:
     """One `rtvi` subcommand as a child process logging to a file."""
 
@@ -90,12 +77,7 @@ def consumer_done_count(metrics_port: int) -> int:
             text = response.read().decode()
     except OSError:
         return 0
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in DONE_METRICS:
-                total += sample.value
-    return int(total)
+    return from_prometheus("local", text).done
 
 
 def _resolve_weights(config: UpConfig) -> str:
@@ -143,7 +125,7 @@ def run_pipeline(config: UpConfig) -> int:
         ensure_topics(KafkaConfig(bootstrap_servers=bootstrap), {FRAMES: config.streams, PREDICTIONS: config.streams})
 
         weights = _resolve_weights(config)
-        grpc_port, server_metrics, consumer_metrics = _free_port(), _free_port(), _free_port()
+        grpc_port, server_metrics, consumer_metrics = free_port(), free_port(), free_port()
         server = Service("serve", [
             "serve", "--host", "127.0.0.1", "--port", str(grpc_port), "--metrics-port", str(server_metrics),
             "--model", config.model, "--weights", weights, "--precision", config.precision,

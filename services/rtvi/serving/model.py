@@ -38,10 +38,8 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What clients see of the model: its name, labels and input geometry."""
+    """What clients see of the model: its labels and input geometry."""
 
-    name: str
-    architecture: str
     labels: tuple[str, ...]
     geometry: ImageGeometry
     mean: tuple[float, float, float]
@@ -127,8 +125,6 @@ class ImageClassifier:
         self._model = model
         transforms = default_weights.transforms()
         self.spec = ModelSpec(
-            name=cfg.served_name,
-            architecture=cfg.model,
             labels=tuple(default_weights.meta["categories"]),
             geometry=ImageGeometry(
                 resize=int(transforms.resize_size[0]),

@@ -61,10 +61,6 @@ class CaptureSource:
             kind = "camera" if isinstance(target, int) else "video file"
             raise SourceError(f"cannot open {kind} {target!r}")
 
-    @property
-    def fps(self) -> float:
-        return float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
-
     def __iter__(self) -> Iterator[np.ndarray]:
         try:
             yielded = False
