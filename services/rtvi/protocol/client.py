@@ -13,15 +13,9 @@ from dataclasses import dataclass
 import grpc
 
 from rtvi.protocol import tensors
+from rtvi.protocol.errors import InferenceError
 from rtvi.protocol._generated import grpc_service_pb2 as pb
 from rtvi.protocol._generated import grpc_service_pb2_grpc as pb_grpc
-
-# Status codes worth retrying: the server is down, restarting, draining or overloaded.
-RETRYABLE = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-     grpc.StatusCode.ABORTED}
-)
-
 
 @dataclass(frozen=True)
 class Classification:
@@ -68,13 +62,16 @@ class InferenceClient:
     async def classify(
         self, images: Sequence[bytes], top_k: int = 5, timeout: float = 30.0, request_id: str = ""
     ) -> list[list[Classification]]:
-        """Top-k classes for each encoded image, best first."""
+        """Top-k classes for each encoded image, best first; raises InferenceError."""
         request = pb.ModelInferRequest(model_name=self.model, id=request_id)
         request.inputs.add(name="images", datatype="BYTES", shape=[len(images)])
         request.raw_input_contents.append(tensors.encode_bytes(images))
         output = request.outputs.add(name="logits")
         output.parameters["classification"].int64_param = top_k
-        response = await self._stub.ModelInfer(request, timeout=timeout)
+        try:
+            response = await self._stub.ModelInfer(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise InferenceError(exc.code().name, exc.details() or "") from None
         entries = tensors.decode_bytes(response.raw_output_contents[0])
         k = int(response.outputs[0].shape[1])
         return [[parse_classification(e) for e in entries[i : i + k]] for i in range(0, len(entries), k)]

@@ -22,11 +22,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import grpc
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client import start_http_server
 
-from rtvi.protocol.client import RETRYABLE, InferenceClient
+from rtvi.protocol.client import InferenceClient
+from rtvi.protocol.errors import InferenceError
 from rtvi.streaming import consumer_metrics as metrics
 from rtvi.streaming.frames import FrameInfo, prediction_record
 from rtvi.streaming.consumer_config import ConsumerConfig
@@ -215,20 +215,19 @@ class FrameConsumer:
                     [s.value for s in batch], top_k=cfg.top_k, timeout=cfg.request_timeout_s
                 )
                 break
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                if code in RETRYABLE:
+            except InferenceError as exc:
+                if exc.retryable:
                     self.report.retries += 1
-                    metrics.RETRIES.labels(code.name).inc()
+                    metrics.RETRIES.labels(exc.code).inc()
                     if backoff >= cfg.retry_backoff_max_s or self.report.retries == 1:
-                        log.warning("inference %s at %s: %s; retrying", code.name, cfg.inference_url, exc.details())
+                        log.warning("inference %s at %s: %s; retrying", exc.code, cfg.inference_url, exc.message)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, cfg.retry_backoff_max_s)
                     continue
                 if len(batch) > 1:  # find the bad frame(s): the rest must still be classified
                     await asyncio.gather(*(self._infer([s]) for s in batch))
                     return
-                self._fail(batch[0], f"{code.name}: {exc.details()}", code.name.lower())
+                self._fail(batch[0], str(exc), exc.code.lower())
                 return
         seconds = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.observe(seconds)
