@@ -210,7 +210,8 @@ def test_operator_values_are_checked_against_the_real_schema(helm, operator_char
 def test_the_operator_release_installs_the_crds_the_chart_needs(helm, chart, operator_chart):
     operator = skaffold_releases()["redpanda-controller"]
     hooks = render(helm, operator_chart, *set_args(operator["setValues"]), release="redpanda-controller")
-    installed = {(d["spec"]["group"], d["spec"]["names"]["kind"]) for d in hooks if d["kind"] == "CustomResourceDefinition"}
+    installed = {(d["spec"]["group"], d["spec"]["names"]["kind"])
+                 for d in hooks if d["kind"] == "CustomResourceDefinition"}
     for name in VALUES:
         for doc in render(helm, chart, *VALUES[name]):
             group = doc["apiVersion"].rpartition("/")[0]
@@ -228,6 +229,15 @@ def test_no_release_creates_custom_resources_whose_crds_it_installs_itself(helm,
     else:
         for name in VALUES:
             assert resources_needing_crds_of_the_same_release(render(helm, chart, *VALUES[name])) == [], name
+
+
+def test_stub_operator_folder_variant_needs_no_hook(helm, tmp_path):
+    """The hook-free variant for API-server harnesses: the same CRDs from crds/, applied first."""
+    folder = build_stub_operator(tmp_path / "operator", crds="folder")
+    docs = render(helm, folder, "--set", "crds.enabled=true", "--include-crds", release="redpanda-controller")
+    crds = {d["spec"]["names"]["kind"] for d in docs if d["kind"] == "CustomResourceDefinition"}
+    assert crds == {"Redpanda", "Topic"} and not any(is_hook(d) for d in docs)
+    assert [d["metadata"]["name"] for d in by_kind(docs, "Deployment")] == ["redpanda-controller-operator"]
 
 
 def test_the_ordering_check_catches_the_old_subchart_layout(helm, tmp_path):
@@ -399,7 +409,8 @@ def test_wiring(helm, chart):
 
 
 def test_liveness_timeout_is_passed_when_set(helm, chart):
-    container = containers(render(helm, chart, "--set", "inference.livenessTimeoutSeconds=45"), "Deployment", "-inference")[0]
+    docs = render(helm, chart, "--set", "inference.livenessTimeoutSeconds=45")
+    container = containers(docs, "Deployment", "-inference")[0]
     assert env_of(container)["RTVI_LIVENESS_TIMEOUT_S"] == "45"
 
 
@@ -511,8 +522,8 @@ def test_redpanda_tls_and_sasl_switch_every_client(helm, chart):
                               ("rtvi-redpanda-default-cert", "ca.crt"))
     trigger = by_kind(docs, "ScaledObject")[0]["spec"]["triggers"][0]
     assert trigger["metadata"]["tls"] == "enable" and trigger["metadata"]["sasl"] == "scram_sha512"
-    assert {r["parameter"] for r in by_kind(docs, "TriggerAuthentication")[0]["spec"]["secretTargetRef"]} == {"password",
-                                                                                                           "ca"}
+    auth = by_kind(docs, "TriggerAuthentication")[0]["spec"]
+    assert {r["parameter"] for r in auth["secretTargetRef"]} == {"password", "ca"}
     # The production example turns TLS on alone: SSL with the broker certificate's CA.
     docs = render(helm, chart, *VALUES["production"], "--set", "producer.enabled=true")
     for pod, container in kafka_clients(docs):
@@ -548,6 +559,7 @@ def test_redpanda_tls_and_sasl_switch_every_client(helm, chart):
       "kafka.securityProtocol=SASL_SSL"], "kafka.securityProtocol SASL_SSL needs kafka.sasl.mechanism"),
     (["--set", "redpanda.enabled=false", "--set", "kafka.bootstrapServers=k:9092", "--set",
       "kafka.sasl.mechanism=PLAIN"], "kafka.sasl.mechanism is set but kafka.securityProtocol PLAINTEXT has no SASL"),
+    (["--set", "kafka.sasl.mechanism=PLAIN"], "kafka.sasl.mechanism is set but the chart's Redpanda has SASL off"),
     (["--set", "inference.instances=2", "--set", "inference.resources.requests.cpu=0"],
      "set that request, or set inference.threads"),
 ])
@@ -567,7 +579,8 @@ def test_standalone_producer_job_matches_the_readme_release(helm, chart, tmp_pat
     assert "namespace" not in job["metadata"], "kubectl -n decides the namespace"
     docs = render(helm, chart, "--set", "producer.enabled=true", namespace="rtvi")
     chart_job = by_kind(docs, "Job")[0]
-    container, chart_container = job["spec"]["template"]["spec"]["containers"][0], chart_job["spec"]["template"]["spec"]["containers"][0]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    chart_container = chart_job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == chart_container["image"], "the chart's default image and tag"
     assert container["args"] == chart_container["args"]
     env, chart_env = env_of(container), env_of(chart_container)
@@ -580,7 +593,8 @@ def test_standalone_producer_job_matches_the_readme_release(helm, chart, tmp_pat
     validator = Path(sys.executable).with_name("kubernetes-validate")
     manifest = tmp_path / "job.yaml"
     manifest.write_text(yaml.safe_dump({**job, "metadata": {**job["metadata"], "name": "x"}}))
-    out = subprocess.run([str(validator), "--strict", "-k", K8S_VERSIONS[-1], str(manifest)], capture_output=True, text=True)
+    out = subprocess.run([str(validator), "--strict", "-k", K8S_VERSIONS[-1], str(manifest)],
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -595,7 +609,7 @@ def test_readme_install_commands_match_skaffold():
         assert fragment in install, (fragment, install)
     rtvi = skaffold_releases()["rtvi"]
     assert re.search(rf"helm upgrade --install rtvi charts/rtvi --namespace {rtvi['namespace']} ", readme)
-    uninstall = [m.start() for m in (re.search(rf"helm uninstall rtvi --namespace {rtvi['namespace']} --wait", readme),
-                                     re.search(rf"helm uninstall redpanda-controller --namespace {operator['namespace']}",
-                                               readme))]
-    assert uninstall[0] < uninstall[1], "rtvi before the operator"
+    release = readme.index(f"helm uninstall rtvi --namespace {rtvi['namespace']} --wait")
+    topics = readme.index(f"kubectl -n {rtvi['namespace']} delete topics.cluster.redpanda.com")
+    controller = readme.index(f"helm uninstall redpanda-controller --namespace {operator['namespace']}")
+    assert topics < release < controller, "topics, then the release, then the operator"

@@ -73,6 +73,8 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- $sasl = dig "auth" "sasl" "enabled" false $spec }}
 {{- if $sasl }}
 {{- $mechanism = default (dig "auth" "sasl" "mechanism" "SCRAM-SHA-512" $spec) $mechanism }}
+{{- else if $mechanism }}
+{{- fail "kafka.sasl.mechanism is set but the chart's Redpanda has SASL off: set redpanda.clusterSpec.auth.sasl.enabled, or clear the mechanism" }}
 {{- end }}
 {{- if and $tls (not $ca.secret) }}
 {{- $cert := dig "listeners" "kafka" "tls" "cert" "default" $spec }}
