@@ -183,6 +183,8 @@ def test_two_releases_in_one_namespace_share_no_resource_name(helm, chart):
     first, second = (render(helm, chart, release=name) for name in ("cams-north", "cams-south"))
     names = [{(d["kind"], d["metadata"]["name"]) for d in docs} for docs in (first, second)]
     assert not names[0] & names[1], names[0] & names[1]
+    groups = {env_of(containers(docs, "Deployment", "-consumer")[0])["RTVI_GROUP"] for docs in (first, second)}
+    assert groups == {"cams-north-rtvi-consumer", "cams-south-rtvi-consumer"}
 
 
 # --- the operator: its own release, its real values schema, CRDs before custom resources ---------
@@ -394,6 +396,7 @@ def test_wiring(helm, chart):
     redpanda = one(docs, "Redpanda", "-redpanda")
     assert env["RTVI_BOOTSTRAP_SERVERS"] == f"{redpanda['metadata']['name']}.video.svc.cluster.local:9093"
     assert "RTVI_SECURITY_PROTOCOL" not in env, "TLS is off in the default clusterSpec"
+    assert env["RTVI_GROUP"] == "rtvi-consumer"
     # The real-time contract: HTTP health on the metrics port.
     metrics_port = next(p for p in consumer["ports"] if p["name"] == "metrics")
     assert metrics_port["containerPort"] == int(env["RTVI_METRICS_PORT"])

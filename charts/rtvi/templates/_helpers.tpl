@@ -42,6 +42,10 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- dig "fullnameOverride" "" .Values.redpanda.clusterSpec | default (include "rtvi.redpandaName" .) }}
 {{- end }}
 
+{{- define "rtvi.consumerGroup" -}}
+{{- .Values.consumer.group | default (printf "%s-consumer" (include "rtvi.fullname" .)) }}
+{{- end }}
+
 {{- define "rtvi.inferenceHeadless" -}}
 {{- printf "%s-inference-headless" (include "rtvi.fullname" .) }}
 {{- end }}
