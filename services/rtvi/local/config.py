@@ -21,11 +21,11 @@ class UpConfig:
     )
     precision: str = setting("", "inference precision passed to rtvi serve; empty keeps the server's default")
     max_frame_age_ms: float = setting(
-        400.0,
+        300.0,
         "real time: frames older than this when read or about to be sent are skipped and counted, so latency "
         "stays bounded when the machine cannot keep up; 0 keeps every frame (keep-all: latency grows instead)",
     )
-    batch_size: int = setting(4, "consumer frames per inference call (small batches keep the round trip short)")
+    batch_size: int = setting(2, "consumer frames per inference call (small batches keep the round trip short)")
     max_in_flight: int = setting(2, "consumer inference calls outstanding (more adds queueing, not speed, on few cores)")
     max_p95_ms: float = setting(
         0.0, "latency bound: exit 3 when p95 capture-to-prediction exceeds this many ms; 0 sets no bound"

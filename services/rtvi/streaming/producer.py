@@ -54,7 +54,11 @@ class FrameProducer:
     def __init__(self, config: ProducerConfig) -> None:
         self.config = config
         self.stats = ProduceStats()
-        self._producer = Producer(config.producer("producer", error_cb=error_logger(log)))
+        # murmur2 (the Java clients' partitioner) spreads stream ids like stream-0, stream-1
+        # over the partitions; librdkafka's default CRC32 sends every one of them to the
+        # same partition of two, leaving the other partition, and its consumer, idle.
+        self._producer = Producer(config.producer("producer", partitioner="murmur2_random",
+                                                  error_cb=error_logger(log)))
         self._resize = parse_size(config.resize) if config.resize else None
         self._stopping = False
 
