@@ -18,7 +18,7 @@ from conftest import (
     start_consumer,
 )
 from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
-from rtvi.streaming.progress import scrape
+from rtvi.streaming.progress import wait_until
 from rtvi.streaming.report import parse_summary
 
 MAX_AGE_MS = 500
@@ -47,21 +47,13 @@ def measure_capacity(tmp_path, broker, inference, name: str) -> float:
     consumer = start_consumer(tmp_path, broker, names, inference.address, "--metrics-port", str(metrics_port),
                               "--metrics-host", "127.0.0.1", *CONSUMER)
 
-    def when_processed(n: int) -> float:
-        deadline = time.monotonic() + 120
-        while True:
-            metrics = scrape("capacity", f"http://127.0.0.1:{metrics_port}/metrics")
-            if metrics and metrics.processed >= n:
-                return time.monotonic(), metrics.processed
-            assert time.monotonic() < deadline and consumer.popen.poll() is None, consumer.output
-            time.sleep(0.05)
-
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
-        t0, n0 = when_processed(20)
-        t1, n1 = when_processed(100)
+        t0, first = wait_until(url, lambda m: m.processed >= 20, 120, lambda: consumer.popen.poll() is None)
+        t1, last = wait_until(url, lambda m: m.processed >= 100, 120, lambda: consumer.popen.poll() is None)
     finally:
         consumer.terminate()
-    return (n1 - n0) / (t1 - t0)
+    return (last.processed - first.processed) / (t1 - t0)
 
 
 def test_twice_the_capacity_keeps_latency_bounded_and_streams_fair(tmp_path, broker, topics, inference):
@@ -84,13 +76,7 @@ def test_twice_the_capacity_keeps_latency_bounded_and_streams_fair(tmp_path, bro
         assert producer.popen.wait(seconds + 60) == 0, producer.output
         produced = int(producer.output.split(" delivered,")[0].rsplit(" ", 1)[1])
         # Everything read is finished: predicted or dropped, and committed.
-        deadline = time.monotonic() + 60
-        while True:
-            metrics = scrape("consumer", f"http://127.0.0.1:{metrics_port}/metrics")
-            if metrics and metrics.done >= produced:
-                break
-            assert time.monotonic() < deadline, (produced, metrics, consumer.output)
-            time.sleep(0.3)
+        _, metrics = wait_until(f"http://127.0.0.1:{metrics_port}/metrics", lambda m: m.done >= produced, 60)
     finally:
         if producer:
             producer.kill()

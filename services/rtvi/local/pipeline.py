@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -28,7 +27,7 @@ from rtvi.local.broker import BrokerError, TansuBroker
 from rtvi.local.config import UpConfig
 from rtvi.local.status import judge, status_line
 from rtvi.streaming.kafka_config import BrokerUnreachable, KafkaConfig, check_broker, ensure_topics
-from rtvi.streaming.progress import PodMetrics, scrape
+from rtvi.streaming.progress import PodMetrics, healthy, scrape
 from rtvi.streaming.report import BEGIN, END
 from rtvi.streaming.sources import SourceError, check_capture
 
@@ -70,22 +69,14 @@ class Service:
         return self.proc.returncode
 
 
-def _serving(address: str) -> bool:
+def serving(address: str) -> bool:
+    """The inference server's grpc.health readiness."""
     with grpc.insecure_channel(address) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
         except grpc.RpcError:
             return False
     return response.status == health_pb2.HealthCheckResponse.SERVING
-
-
-def _ready(port: int) -> bool:
-    """The consumer's /readyz: partitions assigned and the inference service ready."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _resolve_weights(config: UpConfig) -> str:
@@ -171,7 +162,7 @@ def run_pipeline(config: UpConfig) -> int:
         services.append(server)
         address = f"127.0.0.1:{grpc_port}"
         deadline = time.monotonic() + 300
-        while not _serving(address):
+        while not serving(address):
             if not server.running() or time.monotonic() > deadline or stop_requested:
                 log.error("inference server did not become ready:\n%s", server.output[-3000:])
                 return 1
@@ -188,7 +179,7 @@ def run_pipeline(config: UpConfig) -> int:
         ], work_dir)
         services.append(consumer)
         deadline = time.monotonic() + 60
-        while not _ready(consumer_metrics):
+        while not healthy(f"http://127.0.0.1:{consumer_metrics}/readyz"):
             if not consumer.running() or time.monotonic() > deadline or stop_requested:
                 log.error("consumer did not become ready (/readyz):\n%s", consumer.output[-3000:])
                 return 1

@@ -1,4 +1,4 @@
-"""A consumer's progress read back from its Prometheus endpoint.
+"""A consumer's progress and health read back from its HTTP endpoint.
 
 Shared by `rtvi up` (a live status line, the exit code) and `rtvi loadtest` (many pods
 summed): both learn what a consumer did from its metrics, never from its log text.
@@ -9,7 +9,9 @@ Prometheus' ``histogram_quantile`` does.
 from __future__ import annotations
 
 import math
+import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -79,6 +81,31 @@ def scrape(pod: str, url: str, timeout: float = 2.0) -> PodMetrics | None:
             return from_prometheus(pod, response.read().decode())
     except OSError:
         return None
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    """True when a health endpoint (…/livez, …/readyz) answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_until(url: str, predicate: Callable[[PodMetrics], bool], timeout: float,
+               alive: Callable[[], bool] = lambda: True) -> tuple[float, PodMetrics]:
+    """Poll the consumer's metrics until ``predicate`` holds: (monotonic time, metrics then).
+
+    Raises TimeoutError when ``timeout`` passes or ``alive()`` turns false first.
+    """
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline and alive():
+        last = scrape("consumer", url)
+        if last is not None and predicate(last):
+            return time.monotonic(), last
+        time.sleep(0.05)
+    raise TimeoutError(f"consumer metrics at {url} did not reach the expected state (last: {last})")
 
 
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
