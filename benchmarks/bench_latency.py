@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import RESULTS, print_table, write_result  # noqa: E402
+from _common import RESULTS, print_table, start_rtvi, write_result  # noqa: E402
 
 from rtvi._private.net import free_port  # noqa: E402
 from rtvi.local.pipeline import serving  # noqa: E402
@@ -38,11 +38,6 @@ from rtvi.streaming.progress import PodMetrics, healthy, wait_until  # noqa: E40
 from rtvi.streaming.report import parse_summary  # noqa: E402
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def rtvi(*args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rtvi", *args], stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -74,7 +69,7 @@ class Bench:
 
     def consumer(self, name: str, max_age_ms: float) -> tuple[subprocess.Popen, str, Path]:
         port, log = free_port(), self.work / f"{name}-consume.log"
-        proc = rtvi("consume", "--bootstrap-servers", self.bootstrap, "--topic", name,
+        proc = start_rtvi("consume", "--bootstrap-servers", self.bootstrap, "--topic", name,
                     "--predictions-topic", f"{name}-out", "--group", f"bench-{name}", "--inference-url", self.address,
                     "--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--session-timeout-ms", "6000",
                     "--report-interval", "0", "--readiness-interval-s", "1", "--max-frame-age-ms", str(max_age_ms),
@@ -84,7 +79,7 @@ class Bench:
 
     def producer(self, topic: str, fps: float, *, frames: int = 0, seconds: float = 0) -> subprocess.Popen:
         limit = ["--max-frames", str(frames)] if frames else ["--duration", str(seconds)]
-        return rtvi("produce", "--bootstrap-servers", self.bootstrap, "--topic", topic, "--streams",
+        return start_rtvi("produce", "--bootstrap-servers", self.bootstrap, "--topic", topic, "--streams",
                     str(self.args.streams), "--fps", f"{fps:.3f}", "--synthetic-size", self.args.size,
                     "--report-interval", "0", *limit, log=self.work / f"{topic}-produce.log")
 
@@ -206,7 +201,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rtvi-bench-latency-"))
     port = free_port()
     with TansuBroker(log_path=work / "broker.log") as broker:
-        server = rtvi("serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", "--weights", "none",
+        server = start_rtvi("serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", "--weights", "none",
                       *args.serve_args.split(), log=work / "serve.log")
         try:
             from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
