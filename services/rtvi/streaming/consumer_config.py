@@ -28,8 +28,8 @@ class ConsumerConfig(KafkaConfig):
     max_frame_age_ms: float = setting(
         0.0,
         "real-time mode: a frame older than this when read or when it would be sent is skipped (committed, "
-        "counted as dropped), streams are served in turn and a full buffer drops the oldest frame of the "
-        "longest stream; 0 is keep-all mode: every frame is predicted, in order, however late",
+        "counted as dropped), streams are served in turn and frames beyond one round of calls are shed oldest first "
+        "from the longest stream; 0 is keep-all mode: every frame is predicted, in order, however late",
     )
     request_timeout_s: float = setting(30.0, "deadline of one ModelInfer call")
     retry_backoff_max_s: float = setting(5.0, "longest wait between retries while the server is unavailable")

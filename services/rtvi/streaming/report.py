@@ -47,7 +47,7 @@ class LatencyStats:
 DROP_REASONS = {
     "stale": "stale on read",  # already older than the maximum age when read from Kafka
     "expired": "expired in buffer",  # aged past it while waiting, judged when it would be sent
-    "overflow": "overflow",  # the buffer was full: the oldest frame of the longest stream went
+    "overflow": "overflow",  # more waited than one round of calls takes: the longest stream's oldest went
 }
 STREAMS_SHOWN = 20
 

@@ -14,8 +14,8 @@ partitions instead of stopping to poll.
 Two modes. Keep-all (``--max-frame-age-ms 0``): every frame is predicted, however late;
 reading stops while the buffer is full. Real time: reading goes on so that every stream's
 newest frames are at hand; frames too old when read, frames that aged past the bound while
-buffered (judged when they would be sent) and the oldest frames of the longest stream when
-the buffer is full are skipped, committed and counted by reason (``scheduler``).
+buffered (judged when they would be sent) and the oldest frames of the longest stream beyond
+one round of calls are skipped, committed and counted by reason (``scheduler``).
 """
 
 from __future__ import annotations
@@ -162,12 +162,19 @@ class FrameConsumer:
 
     def _shed(self) -> None:
         """Real time: skip what aged past the bound while buffered, and the oldest frames
-        of the longest streams beyond the buffer's size."""
-        if not self.config.real_time:
+        of the longest streams beyond what one round of inference calls takes.
+
+        Under overload a frame beyond that round would wait at least one more round trip
+        before it is sent, and be replaced by a newer one meanwhile anyway: holding it
+        only adds latency. Two frames per waiting stream are always kept, so that many
+        slow streams are not shed below their share.
+        """
+        cfg = self.config
+        if not cfg.real_time:
             return
         for slot in self.scheduler.expire(time.time_ns()):
             self._drop(slot, "expired")
-        for slot in self.scheduler.shed(self.config.max_buffered):
+        for slot in self.scheduler.shed(max(cfg.batch_size * cfg.max_in_flight, 2 * self.scheduler.streams)):
             self._drop(slot, "overflow")
 
     def _dispatch(self) -> None:

@@ -35,6 +35,11 @@ class FairScheduler(Generic[T]):
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def streams(self) -> int:
+        """Streams with frames waiting."""
+        return len(self._turns)
+
     def add(self, stream: str, item: T, capture_ns: int) -> None:
         """Queue ``item`` of ``stream``; ``capture_ns`` <= 0 (unknown) never expires."""
         queue = self._queues.get(stream)
