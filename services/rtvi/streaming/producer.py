@@ -105,6 +105,9 @@ class FrameProducer:
         cfg = self.config
         sources = {f"{cfg.stream_prefix}-{i}": open_source(cfg, i) for i in range(cfg.streams)}
         check_broker(cfg, cfg.connect_timeout_s)
+        # Connect and learn the topic's partitions now, so the first frames are not
+        # stamped and then held while the client connects (they would arrive stale).
+        self._producer.list_topics(cfg.topic, timeout=cfg.connect_timeout_s)
         counts = dict.fromkeys(sources, 0)
         self.stats.started = time.monotonic()
         deadline = self.stats.started + cfg.duration if cfg.duration else float("inf")
