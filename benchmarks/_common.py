@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,6 +54,12 @@ class ModelCeiling:
 
     def close(self) -> None:
         self._pool.shutdown()
+
+
+def start_rtvi(*args: str, log: Path) -> subprocess.Popen:
+    """An `rtvi` subcommand as a process, as a pod would run it, logging to ``log``."""
+    return subprocess.Popen([sys.executable, "-m", "rtvi", *args], stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:

@@ -193,6 +193,6 @@ def test_stale_frames_are_dropped_and_counted(tmp_path, broker, topics, inferenc
         assert consumer.popen.wait(90) == 0, consumer.output
     finally:
         consumer.kill()
-    assert "stale frames: 20" in consumer.output
+    assert "stale on read: 20" in consumer.output and "DROPPED (real time: frames older than 500 ms" in consumer.output
     assert committed_offsets(broker, topics["group"], topics["frames"]) == end_offsets(broker, topics["frames"], 20)
     assert read_predictions(broker, topics["predictions"], 1, timeout=2) == []
