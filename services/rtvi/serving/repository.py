@@ -80,11 +80,12 @@ def _model_file_name(source: ModelSource) -> str:
 
 
 def _warm_up(model: ServedModel, batch_sizes: list[int]) -> None:
-    """Run each batch size once, and check the outputs are ``[N, classes]`` for the labels."""
-    assert model.source and model.normalizer and model.engine
+    """Run each batch size once per instance (engines hand out their instances in turn),
+    and check the outputs are ``[N, classes]`` for the labels."""
+    assert model.source and model.normalizer and model.engine and model.plan
     source, crop = model.source, model.source.preprocessing.crop
     where = _model_file_name(source)
-    for n in batch_sizes:
+    for n in [size for size in batch_sizes for _ in range(model.plan.instances)]:
         batch = model.normalizer.images(np.zeros((n, crop, crop, 3), dtype=np.uint8))
         try:
             outputs = model.engine.run(batch)
