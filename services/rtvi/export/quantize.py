@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,18 @@ def _fp32_nodes(model_path: Path, which: str) -> list[str]:
     return {"none": [], "last": last, "first-last": first + last}[which]
 
 
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs a line per adjusted weight scale on the root logger, at INFO."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 class _Batches:
     """ONNX Runtime's CalibrationDataReader protocol over an in-memory array."""
 
@@ -85,9 +99,10 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, m
         excluded = _fp32_nodes(prepared, fp32_layers)
         log.info("int8: calibrating on %d images (%s, QDQ U8S8, per-channel weights; fp32 nodes: %s)",
                  len(calibration), method, ", ".join(excluded) or "none")
-        quantize_static(
-            str(prepared), str(out_path), _Batches(input_name, calibration, batch_size),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=methods[method], nodes_to_exclude=excluded,
-        )
+        with _quiet_root_logger():
+            quantize_static(
+                str(prepared), str(out_path), _Batches(input_name, calibration, batch_size),
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=methods[method], nodes_to_exclude=excluded,
+            )
     log.info("int8: quantized in %.1fs (%.1f MB)", time.monotonic() - started, out_path.stat().st_size / 1e6)

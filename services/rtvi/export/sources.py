@@ -142,7 +142,7 @@ def _from_directory(config: ExportConfig, directory: Path) -> Source:
 
     path = model_file(directory)
     card = read_card(directory)
-    card = ModelCard(card.labels, _preprocessing(config, card.preprocessing), source=f"model directory {directory}",
+    card = ModelCard(card.labels, _preprocessing(config, card.preprocessing), source=f"{card.source}, via {directory}",
                      precision=card.precision, extra=card.extra)
     if card.precision != "fp32":
         raise ExportError(f"{directory} holds a {card.precision} model; export from an fp32 one")
