@@ -128,7 +128,7 @@ def server(tmp_path_factory, checkpoint) -> Iterator[InferenceServer]:
     """One fp32 resnet18 server loaded from ``checkpoint``, shared by a module's tests."""
     srv = InferenceServer(
         tmp_path_factory.mktemp("server"), "--max-batch-size", "8", "--max-message-mb", "2", "--weights", str(checkpoint),
-        "--instances", "2", "--threads", "1",
+        "--instances", "2", "--threads", "1", "--precision", "fp32",
     )
     try:
         srv.wait_serving()
