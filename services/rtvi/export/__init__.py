@@ -9,13 +9,15 @@ From the command line::
 From Python, for any torch classifier::
 
     from rtvi.export import Preprocessing, export_module
-    export_module(model, "models/mine", labels=names, preprocessing=Preprocessing(resize=256, crop=224))
+    export_module(model, "models/mine", labels=names,
+                  preprocessing=Preprocessing(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
 
 Importing this package does not import torch; exporting does.
 """
 
 from rtvi.export.errors import ExportError
-from rtvi.export.modeldir import ModelCard, Preprocessing
+from rtvi.export.modeldir import ModelCard
+from rtvi.serving.modeldir import Preprocessing
 from rtvi.export.run import export, export_module
 
 __all__ = ["ExportError", "ModelCard", "Preprocessing", "export", "export_module"]

@@ -2,7 +2,7 @@
 
 Encoded images (a folder of JPEG/PNG files, or frames from an rtvi frames topic) go
 through rtvi.serving.preprocess.ImageGeometry (the server's own decode, resize and crop)
-and the same mean/std normalization, so the int8 ranges are measured on the inputs the
+and its Normalizer (the same mean/std normalization), so the int8 ranges are measured on the inputs the
 served model will see. Every ``holdout_every``-th image is kept out of calibration and
 used only for the accuracy report.
 """
@@ -19,7 +19,8 @@ import numpy as np
 
 from rtvi.export.config import ExportConfig
 from rtvi.export.errors import ExportError
-from rtvi.export.modeldir import Preprocessing
+from rtvi.serving.modeldir import Preprocessing
+from rtvi.serving.normalize import Normalizer
 from rtvi.serving.preprocess import ImageDecodeError, ImageGeometry
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,6 @@ class CalibrationSet:
     calibration: np.ndarray
     held_out: np.ndarray
     source: str
-
-
-def normalize(crops: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
-    """(N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32, ``(pixel/255 - mean) / std``."""
-    mean = np.asarray(preprocessing.mean, dtype=np.float32) * 255
-    std = np.asarray(preprocessing.std, dtype=np.float32) * 255
-    return np.ascontiguousarray(((crops.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2))
 
 
 def _folder_images(folder: str, limit: int) -> Iterator[bytes]:
@@ -100,7 +94,7 @@ def load_calibration(config: ExportConfig, preprocessing: Preprocessing) -> Cali
         log.warning("calibration: skipped %d undecodable images from %s", skipped, source)
     if len(crops) < 2:
         raise ExportError(f"calibration: {len(crops)} decodable images from {source}, need at least 2")
-    batch = normalize(np.stack(crops), preprocessing)
+    batch = Normalizer(preprocessing).images(np.stack(crops))
     held = np.arange(len(batch)) % config.holdout_every == config.holdout_every - 1
     if not held.any():
         held[-1] = True

@@ -21,8 +21,10 @@ import numpy as np
 
 from rtvi.export.config import ExportConfig
 from rtvi.export.errors import ExportError
-from rtvi.export.modeldir import MODEL_FILES, ModelCard, Preprocessing, write_card
+from rtvi.export.modeldir import MODEL_FILES, ModelCard, write_card
 from rtvi.export.sources import Source, load_source
+from rtvi.serving.errors import ModelLoadError
+from rtvi.serving.modeldir import Preprocessing
 
 if TYPE_CHECKING:
     import torch
@@ -77,11 +79,11 @@ def _written_logits(path: Path, batch: np.ndarray, batch_size: int) -> np.ndarra
 
 
 def _parity_batch(preprocessing: Preprocessing) -> np.ndarray:
+    from rtvi.serving.normalize import Normalizer
+
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (_PARITY_BATCH, preprocessing.crop, preprocessing.crop, 3), dtype=np.uint8)
-    from rtvi.export.calibration import normalize
-
-    return normalize(crops, preprocessing)
+    return Normalizer(preprocessing).images(crops)
 
 
 def _write_model(source: Source, config: ExportConfig, staging: Path, scratch: Path) -> Path:
@@ -165,8 +167,7 @@ def _export_into(source: Source, config: ExportConfig, staging: Path, scratch: P
         report["min_agreement"] = config.min_agreement
         passed = check["top1_agreement"] >= config.min_agreement
     report["passed"] = passed
-    write_card(staging, ModelCard(card.labels, card.preprocessing, card.source, precision=report["precision"],
-                                  extra=card.extra))
+    write_card(staging, ModelCard(card.labels, card.preprocessing, card.source, precision=report["precision"]))
     (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -185,7 +186,7 @@ def run_export(config: ExportConfig) -> int:
     """The CLI entry: one summary on stdout and exit 0, or one line on stderr and exit 1."""
     try:
         report = export(config)
-    except ExportError as exc:
+    except (ExportError, ModelLoadError) as exc:  # bad input: serving's reader raises the latter
         print(f"rtvi export: {exc}", file=sys.stderr)
         return 1
     print(_summary(report))
