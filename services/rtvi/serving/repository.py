@@ -64,7 +64,8 @@ def planned_models(config: ServerConfig) -> dict[str, str]:
     return {config.served_name: config.model}
 
 
-def _resolve_source(location: str, weights: str) -> ModelSource:
+def resolve_source(location: str, weights: str) -> ModelSource:
+    """A model directory's checked contents, or a torchvision architecture's labels and geometry."""
     if is_model_directory(location):
         return load_directory(Path(location))
     if os.sep in location or location.startswith("."):
@@ -102,7 +103,7 @@ def _warm_up(model: ServedModel, batch_sizes: list[int]) -> None:
 def load_model(model: ServedModel, config: ServerConfig) -> float:
     """Resolve, plan, load and warm up ``model`` (on a compute thread); return the seconds taken."""
     started = time.perf_counter()
-    source = _resolve_source(model.location, config.weights)
+    source = resolve_source(model.location, config.weights)
     decision = select.plan(config, source)
     plan = decision.plan
     for warning in decision.warnings:

@@ -132,7 +132,9 @@ class TorchEngine(Engine):
             module = _torchvision_module(self.source.artifact, self.source.weights)
         else:
             module = _file_module(self.source)
-        module = module.eval().to(self._device) if hasattr(module, "eval") else module.to(self._device)
+        if self.source.format != "torch_export":  # an exported program is already in eval mode and refuses eval()
+            module = module.eval()
+        module = module.to(self._device)
         if self.plan.channels_last:
             module = module.to(memory_format=torch.channels_last)
         if self.plan.compile:
