@@ -106,6 +106,9 @@ def test_repository_serves_each_model_under_its_folder_name(repository_server):
     for name in MODELS:
         assert re.search(rf'^rtvi_inference_requests_total\{{model="{name}",status="OK"\}} [1-9]', metrics, re.M), name
         assert f'rtvi_inference_model_ready{{model="{name}"}} 1.0' in metrics
+        engine = MODELS[name][3]
+        assert (f'rtvi_inference_model_info{{device="cpu",engine="{engine}",instances="1",model="{name}",'
+                'precision="fp32",threads="') in metrics
     log = repository_server.proc.output
     assert "model onnx-resnet18: engine=onnxruntime" in log and "engine onnxruntime: an ONNX model" in log
 

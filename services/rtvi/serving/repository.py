@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rtvi.serving import metrics
 from rtvi.serving.batcher import BatchStats, DynamicBatcher
 from rtvi.serving.config import ServerConfig
 from rtvi.serving.engines import select
@@ -167,6 +168,8 @@ class ModelRepository:
                 on_batch=lambda stats, name=model.name: on_batch(name, stats), concurrency=model.plan.instances,
             )
             model.batcher.start()
+            metrics.MODEL_INFO.labels(model.name, model.plan.engine, model.plan.precision, model.plan.device,
+                                      str(model.plan.instances), str(model.plan.threads)).set(1)
             log.info("model %s ready in %.1fs (%s, max_batch=%d)", model.name, seconds, model.plan.describe(),
                      model.max_batch_size)
 
