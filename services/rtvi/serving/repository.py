@@ -106,7 +106,10 @@ def load_model(model: ServedModel, config: ServerConfig) -> float:
     """Resolve, plan, load and warm up ``model`` (on a compute thread); return the seconds taken."""
     started = time.perf_counter()
     source = resolve_source(model.location, config.weights)
-    decision = select.plan(config, source)
+    try:
+        decision = select.plan(config, source)
+    except ModelLoadError as exc:  # a flag that does not fit this model: say which model
+        raise ModelLoadError(f"model {model.name}: {exc}") from None
     plan = decision.plan
     for warning in decision.warnings:
         log.warning("model %s: %s", model.name, warning)
