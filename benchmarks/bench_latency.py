@@ -30,14 +30,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import RESULTS, print_table, start_rtvi, write_result  # noqa: E402
+from _common import RESULTS, machine, print_table, start_rtvi, write_result  # noqa: E402
 
 from rtvi._private.net import free_port  # noqa: E402
 from rtvi.local.pipeline import serving  # noqa: E402
 from rtvi.streaming.progress import PodMetrics, healthy, wait_until  # noqa: E402
 from rtvi.streaming.report import parse_summary  # noqa: E402
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -48,19 +47,6 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-
-
-def cpu() -> dict:
-    model, flags = "", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags]}
 
 
 class Bench:
@@ -217,17 +203,17 @@ def main() -> None:
             capacity, rows = Bench(args, work, broker.bootstrap_servers, f"127.0.0.1:{port}").run()
         finally:
             stop(server)
-    machine = cpu()
+    cpu = machine()
     title = (f"rtvi capture-to-prediction vs offered load: resnet18, {args.streams} streams {args.size}, consumer "
              f"batch {args.batch_size} x {args.max_in_flight} in flight, real time {args.max_frame_age_ms:g} ms; "
-             f"{machine['model'] or 'unknown CPU'}, {os.cpu_count()} cores")
+             f"{cpu['cpu_model'] or 'unknown CPU'}, {cpu['usable_cpus']} usable CPUs")
     print_table(title, [
         (f"{r['mode']:9} {r['load']:>4g}x ({r['offered_fps']:.0f} fps offered)",
          f"{r['throughput_fps']:6.1f} fps  p50/p95/p99 {r['p50_ms']:6.0f} / {r['p95_ms']:6.0f} / {r['p99_ms']:6.0f} ms  "
          f"dropped {r['drop_rate']:4.0%}  fairness {r['fairness']:.2f}")
         for r in rows
     ])
-    write_result("latency", {"benchmark": "latency", "args": vars(args), "capacity_fps": capacity, "cpu": machine,
+    write_result("latency", {"benchmark": "latency", "args": vars(args), "capacity_fps": capacity,
                              "rows": rows, "logs": str(work)})
     plot(rows, capacity, title, RESULTS / "latency.png")
 

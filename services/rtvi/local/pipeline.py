@@ -82,7 +82,7 @@ def serving(address: str) -> bool:
 def _resolve_weights(config: UpConfig) -> str:
     if config.weights != "auto":
         return config.weights
-    from rtvi.serving.model import pretrained_weights_cached
+    from rtvi.serving.engines.torch import pretrained_weights_cached
 
     if pretrained_weights_cached(config.model):
         return "DEFAULT"
