@@ -45,7 +45,7 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _consume(args: argparse.Namespace) -> int:
-    from rtvi.streaming.consumer import consume
+    from rtvi.streaming.consumer.loop import consume
 
     return asyncio.run(consume(from_namespace(ConsumerConfig, args)))
 
