@@ -1,0 +1,157 @@
+"""The chart on a real Kubernetes API server, installed the way the README says.
+
+The control plane of the ``kube`` fixture (kube-apiserver, controller-manager, scheduler,
+etcd, built from Kubernetes' source) validates and stores every object; the Deployment,
+ReplicaSet, HPA and disruption controllers and the scheduler act on them; kwok's fake
+nodes report the pods running. The Redpanda operator cannot be fetched here: its release is
+the test stand-in chart (real values schema, CRDs through a pre-install hook as the real
+chart's CRD Job does), which brings the real Topic CRD and a stand-in Redpanda CRD. KEDA's
+ScaledObject/TriggerAuthentication and the Prometheus Operator's ServiceMonitor CRDs are
+the real ones, from those projects' Go modules.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from support import kube_build
+from support.kube_session import CPU_NODE, GPU_NODE
+from test_chart import CHART, chart  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.timeout(3600)  # the first test may wait for the cold build of the control plane
+
+OPERATOR_RELEASE = "redpanda-controller"
+OPERATOR_NAMESPACE = "redpanda-system"
+WAIT = ("--wait", "--timeout", "5m")
+
+
+@pytest.fixture(scope="module")
+def operator(kube, operator_chart):
+    """The operator release, installed first with its CRDs and uninstalled last."""
+    kube.kubectl("apply", "--server-side", "-f", str(kube_build.crd_dir()))
+    kube.helm("upgrade", "--install", OPERATOR_RELEASE, str(operator_chart), "--namespace", OPERATOR_NAMESPACE,
+              "--create-namespace", "--set", "crds.enabled=true", *WAIT)
+    kube.kubectl("wait", "--for=condition=Established", "crd/redpandas.cluster.redpanda.com",
+                 "crd/topics.cluster.redpanda.com", "--timeout=60s")
+    yield OPERATOR_RELEASE
+    kube.helm("uninstall", OPERATOR_RELEASE, "--namespace", OPERATOR_NAMESPACE, *WAIT)
+
+
+def uninstall(kube, release: str, namespace: str) -> None:
+    """Upstream's order: the custom resources first (their operator finalises them), then the release."""
+    kube.kubectl("delete", "redpandas,topics", "--all", "--namespace", namespace, "--wait=true", "--timeout=120s",
+                 timeout=180)
+    kube.helm("uninstall", release, "--namespace", namespace, *WAIT)
+    left = kube.get("all,pdb,hpa,redpandas,topics", "--namespace", namespace,
+                    "-l", f"app.kubernetes.io/instance={release}")["items"]
+    assert left == [], [f"{o['kind']}/{o['metadata']['name']}" for o in left]
+
+
+def rolled_out(kube, namespace: str) -> dict[str, dict]:
+    """Every Deployment of the namespace, asserted complete: all replicas updated and available."""
+    deployments = {d["metadata"]["name"]: d for d in kube.get("deployments", "--namespace", namespace)["items"]}
+    for name, d in deployments.items():
+        status = d["status"]
+        assert status.get("availableReplicas") == status.get("updatedReplicas") == d["spec"]["replicas"], (name,
+                                                                                                           status)
+    return deployments
+
+
+def pods_of(kube, namespace: str, component: str) -> list[dict]:
+    return kube.get("pods", "--namespace", namespace, "-l", f"app.kubernetes.io/component={component}",
+                    "--field-selector=status.phase=Running")["items"]
+
+
+def test_install_upgrade_rollback_uninstall_as_the_readme_says(kube, chart, operator):  # noqa: F811
+    release = namespace = "rtvi"
+    rtvi_values = ("--set", "operator.enabled=false")
+    kube.kubectl("create", "namespace", namespace)
+
+    # Every object of the release, validated by the API server itself (schemas, defaults,
+    # admission, strict field validation) before anything is created.
+    manifest = kube.helm("template", release, str(chart), "--namespace", namespace, *rtvi_values).stdout
+    objects = [d for d in yaml.safe_load_all(manifest) if d]
+    checked = kube.kubectl("apply", "--dry-run=server", "--validate=strict", "--namespace", namespace,
+                           "-f", "-", stdin=manifest).stdout
+    assert checked.count("(server dry run)") == len(objects), checked
+    assert {"Redpanda", "Topic", "Deployment", "HorizontalPodAutoscaler"} <= {o["kind"] for o in objects}
+
+    kube.helm("install", release, str(chart), "--namespace", namespace, *rtvi_values, *WAIT)
+    deployments = rolled_out(kube, namespace)
+    assert len(deployments) == 2
+    for component in ("inference", "consumer"):
+        pods = pods_of(kube, namespace, component)
+        assert pods and all(p["spec"]["nodeName"] == CPU_NODE for p in pods), component
+    assert len(kube.get("topics", "--namespace", namespace)["items"]) == 2
+    assert len(kube.get("redpandas", "--namespace", namespace)["items"]) == 1
+
+    kube.helm("upgrade", release, str(chart), "--namespace", namespace, "--reuse-values",
+              "--set", "consumer.replicas=2", *WAIT)
+    consumer = next(name for name in rolled_out(kube, namespace) if name.endswith("-consumer"))
+    assert kube.get(f"deployment/{consumer}", "--namespace", namespace)["spec"]["replicas"] == 2
+
+    kube.helm("rollback", release, "1", "--namespace", namespace, *WAIT)
+    rolled_out(kube, namespace)
+    assert kube.get(f"deployment/{consumer}", "--namespace", namespace)["spec"]["replicas"] == 1
+    history = json.loads(kube.helm("history", release, "--namespace", namespace, "--output", "json").stdout)
+    assert [(h["revision"], h["status"]) for h in history] == [(1, "superseded"), (2, "superseded"), (3, "deployed")]
+
+    uninstall(kube, release, namespace)
+
+
+def test_production_values_put_the_inference_pods_on_the_gpu_node(kube, chart, operator):  # noqa: F811
+    release = namespace = "prod"
+    kube.helm("install", release, str(chart), "--namespace", namespace, "--create-namespace",
+              "-f", str(CHART / "values-production.yaml"), "--set", "operator.enabled=false", *WAIT)
+    rolled_out(kube, namespace)
+    inference = pods_of(kube, namespace, "inference")
+    assert len(inference) == 2  # the production minReplicas
+    assert {p["spec"]["nodeName"] for p in inference} == {GPU_NODE}
+    consumers = pods_of(kube, namespace, "consumer")
+    assert consumers and GPU_NODE not in {p["spec"]["nodeName"] for p in consumers}  # they do not tolerate it
+    gpu = kube.get(f"node/{GPU_NODE}")["status"]["allocatable"]["nvidia.com/gpu"]
+    assert int(gpu) >= len(inference)
+    assert kube.get("scaledobjects", "--namespace", namespace)["items"]
+    assert kube.get("servicemonitors", "--namespace", namespace)["items"]
+    uninstall(kube, release, namespace)
+
+
+def test_draining_a_node_is_not_blocked_by_the_disruption_budget(kube, chart, operator):  # noqa: F811
+    """kubectl drain evicts through the Eviction API, which honours PodDisruptionBudgets."""
+    release = namespace = "drain"
+    spare = "kwok-spare"
+    kube.add_fake_node(spare)  # somewhere for the evicted pods to go
+
+    def drain(timeout_s: int):
+        rolled_out(kube, namespace)
+        node = pods_of(kube, namespace, "inference")[0]["spec"]["nodeName"]
+        try:
+            return kube.kubectl("drain", node, "--pod-selector", f"app.kubernetes.io/instance={release}",
+                                "--ignore-daemonsets", "--delete-emptydir-data", f"--timeout={timeout_s}s",
+                                check=False, timeout=timeout_s + 60)
+        finally:
+            kube.kubectl("uncordon", node)
+
+    for replicas in (2, 1):
+        kube.helm("upgrade", "--install", release, str(chart), "--namespace", namespace, "--create-namespace",
+                  "--set", "operator.enabled=false", "--set", "redpanda.enabled=false",
+                  "--set", "kafka.bootstrapServers=kafka.example:9092",
+                  "--set", f"inference.autoscaling.minReplicas={replicas}", *WAIT)
+        out = drain(180)
+        assert out.returncode == 0, f"{replicas} replica(s): {out.stdout}{out.stderr}"
+        kube.kubectl("rollout", "status", "deployment", "--namespace", namespace, "-l",
+                     f"app.kubernetes.io/instance={release}", "--timeout=120s", timeout=150)
+
+    # The control: a budget of minAvailable 1 over the single replica (the chart's old one)
+    # does block the same drain.
+    kube.kubectl("create", "poddisruptionbudget", "strict", "--namespace", namespace, "--min-available=1",
+                 "--selector", f"app.kubernetes.io/instance={release},app.kubernetes.io/component=inference")
+    out = drain(20)
+    assert out.returncode != 0 and "disruption budget" in out.stderr, out.stdout + out.stderr
+    kube.kubectl("delete", "poddisruptionbudget", "strict", "--namespace", namespace)
+
+    kube.helm("uninstall", release, "--namespace", namespace, *WAIT)
+    kube.kubectl("delete", "node", spare)
