@@ -19,6 +19,7 @@ import yaml
 
 from support import kube_build
 from support.kube_session import CPU_NODE, GPU_NODE
+from support.stub_operator import build_stub_operator
 from test_chart import CHART, chart  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.timeout(3600)  # the first test may wait for the cold build of the control plane
@@ -29,9 +30,13 @@ WAIT = ("--wait", "--timeout", "5m")
 
 
 @pytest.fixture(scope="module")
+def operator_chart(tmp_path_factory):
+    return build_stub_operator(tmp_path_factory.mktemp("operator") / "operator")
+
+
+@pytest.fixture(scope="module")
 def operator(kube, operator_chart):
     """The operator release, installed first with its CRDs and uninstalled last."""
-    kube.kubectl("apply", "--server-side", "-f", str(kube_build.crd_dir()))
     kube.helm("upgrade", "--install", OPERATOR_RELEASE, str(operator_chart), "--namespace", OPERATOR_NAMESPACE,
               "--create-namespace", "--set", "crds.enabled=true", *WAIT)
     kube.kubectl("wait", "--for=condition=Established", "crd/redpandas.cluster.redpanda.com",
@@ -104,6 +109,10 @@ def test_install_upgrade_rollback_uninstall_as_the_readme_says(kube, chart, oper
 
 def test_production_values_put_the_inference_pods_on_the_gpu_node(kube, chart, operator):  # noqa: F811
     release = namespace = "prod"
+    # KEDA's and the Prometheus Operator's CRDs, as those add-ons install them.
+    kube.kubectl("apply", "--server-side", "-f", str(kube_build.crd_dir()))
+    kube.kubectl("wait", "--for=condition=Established", "crd/scaledobjects.keda.sh",
+                 "crd/servicemonitors.monitoring.coreos.com", "--timeout=60s")
     kube.helm("install", release, str(chart), "--namespace", namespace, "--create-namespace",
               "-f", str(CHART / "values-production.yaml"), "--set", "operator.enabled=false", *WAIT)
     rolled_out(kube, namespace)
