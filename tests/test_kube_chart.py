@@ -21,6 +21,7 @@ from support import kube_build
 from support.kube_session import CPU_NODE, GPU_NODE
 from support.stub_operator import build_stub_operator
 from test_chart import CHART, chart  # noqa: F401  (fixture)
+from test_streaming_pipeline import wait_for
 
 pytestmark = pytest.mark.timeout(3600)  # the first test may wait for the cold build of the control plane
 
@@ -50,9 +51,13 @@ def uninstall(kube, release: str, namespace: str) -> None:
     kube.kubectl("delete", "redpandas,topics", "--all", "--namespace", namespace, "--wait=true", "--timeout=120s",
                  timeout=180)
     kube.helm("uninstall", release, "--namespace", namespace, *WAIT)
-    left = kube.get("all,pdb,hpa,redpandas,topics", "--namespace", namespace,
-                    "-l", f"app.kubernetes.io/instance={release}")["items"]
-    assert left == [], [f"{o['kind']}/{o['metadata']['name']}" for o in left]
+
+    def left() -> list[str]:
+        return [f"{o['kind']}/{o['metadata']['name']}" for o in kube.get(
+            "all,pdb,hpa,redpandas,topics", "--namespace", namespace, "-l", f"app.kubernetes.io/instance={release}"
+        )["items"]]
+
+    wait_for(lambda: not left(), 120, "the release's objects (pods included) to be gone")
 
 
 def rolled_out(kube, namespace: str) -> dict[str, dict]:
@@ -65,9 +70,10 @@ def rolled_out(kube, namespace: str) -> dict[str, dict]:
     return deployments
 
 
-def pods_of(kube, namespace: str, component: str) -> list[dict]:
-    return kube.get("pods", "--namespace", namespace, "-l", f"app.kubernetes.io/component={component}",
-                    "--field-selector=status.phase=Running")["items"]
+def pods_of(kube, namespace: str, component: str, release: str = "") -> list[dict]:
+    """The running pods of one component (of one release, if given)."""
+    selector = f"app.kubernetes.io/component={component}" + (f",app.kubernetes.io/instance={release}" if release else "")
+    return kube.get("pods", "--namespace", namespace, "-l", selector, "--field-selector=status.phase=Running")["items"]
 
 
 def test_install_upgrade_rollback_uninstall_as_the_readme_says(kube, chart, operator):  # noqa: F811
@@ -115,9 +121,10 @@ def test_production_values_put_the_inference_pods_on_the_gpu_node(kube, chart, o
                  "crd/servicemonitors.monitoring.coreos.com", "--timeout=60s")
     kube.helm("install", release, str(chart), "--namespace", namespace, "--create-namespace",
               "-f", str(CHART / "values-production.yaml"), "--set", "operator.enabled=false", *WAIT)
+    # The Deployment leaves its replica count to the HPA, whose controller raises it to minReplicas.
+    wait_for(lambda: len(pods_of(kube, namespace, "inference")) == 2, 120, "the HPA's minReplicas (2) inference pods")
     rolled_out(kube, namespace)
     inference = pods_of(kube, namespace, "inference")
-    assert len(inference) == 2  # the production minReplicas
     assert {p["spec"]["nodeName"] for p in inference} == {GPU_NODE}
     consumers = pods_of(kube, namespace, "consumer")
     assert consumers and GPU_NODE not in {p["spec"]["nodeName"] for p in consumers}  # they do not tolerate it
@@ -130,13 +137,18 @@ def test_production_values_put_the_inference_pods_on_the_gpu_node(kube, chart, o
 
 def test_draining_a_node_is_not_blocked_by_the_disruption_budget(kube, chart, operator):  # noqa: F811
     """kubectl drain evicts through the Eviction API, which honours PodDisruptionBudgets."""
-    release = namespace = "drain"
+    namespace = "drain"
     spare = "kwok-spare"
     kube.add_fake_node(spare)  # somewhere for the evicted pods to go
 
-    def drain(timeout_s: int):
+    def install(release: str, *values: str) -> None:
+        kube.helm("install", release, str(chart), "--namespace", namespace, "--create-namespace",
+                  "--set", "operator.enabled=false", "--set", "redpanda.enabled=false",
+                  "--set", "kafka.bootstrapServers=kafka.example:9092", *values, *WAIT)
+
+    def drain(release: str, timeout_s: int):
         rolled_out(kube, namespace)
-        node = pods_of(kube, namespace, "inference")[0]["spec"]["nodeName"]
+        node = pods_of(kube, namespace, "inference", release)[0]["spec"]["nodeName"]
         try:
             return kube.kubectl("drain", node, "--pod-selector", f"app.kubernetes.io/instance={release}",
                                 "--ignore-daemonsets", "--delete-emptydir-data", f"--timeout={timeout_s}s",
@@ -144,23 +156,26 @@ def test_draining_a_node_is_not_blocked_by_the_disruption_budget(kube, chart, op
         finally:
             kube.kubectl("uncordon", node)
 
-    for replicas in (2, 1):
-        kube.helm("upgrade", "--install", release, str(chart), "--namespace", namespace, "--create-namespace",
-                  "--set", "operator.enabled=false", "--set", "redpanda.enabled=false",
-                  "--set", "kafka.bootstrapServers=kafka.example:9092",
-                  "--set", f"inference.autoscaling.minReplicas={replicas}", *WAIT)
-        out = drain(180)
-        assert out.returncode == 0, f"{replicas} replica(s): {out.stdout}{out.stderr}"
+    for replicas in (1, 2):
+        release = f"drain{replicas}"
+        install(release, "--set", f"inference.autoscaling.minReplicas={replicas}")
+        wait_for(lambda: len(pods_of(kube, namespace, "inference", release)) == replicas, 120, f"{replicas} pods")
+        assert kube.get("poddisruptionbudget", "--namespace", namespace, "-l",
+                        f"app.kubernetes.io/instance={release}")["items"], "the chart's budget is in place"
+        out = drain(release, 120)
+        assert out.returncode == 0, f"{replicas} replica(s): " + "\n".join(out.stderr.splitlines()[-5:])
         kube.kubectl("rollout", "status", "deployment", "--namespace", namespace, "-l",
                      f"app.kubernetes.io/instance={release}", "--timeout=120s", timeout=150)
+        kube.helm("uninstall", release, "--namespace", namespace, *WAIT)
 
-    # The control: a budget of minAvailable 1 over the single replica (the chart's old one)
+    # The control: a budget of minAvailable 1 over a single replica (the chart's old one)
     # does block the same drain.
+    release = "drain-control"
+    install(release, "--set", "inference.pdb.enabled=false")
     kube.kubectl("create", "poddisruptionbudget", "strict", "--namespace", namespace, "--min-available=1",
                  "--selector", f"app.kubernetes.io/instance={release},app.kubernetes.io/component=inference")
-    out = drain(20)
-    assert out.returncode != 0 and "disruption budget" in out.stderr, out.stdout + out.stderr
+    out = drain(release, 20)
+    assert out.returncode != 0 and "violate the pod's disruption budget" in out.stderr, out.stdout + out.stderr
     kube.kubectl("delete", "poddisruptionbudget", "strict", "--namespace", namespace)
-
     kube.helm("uninstall", release, "--namespace", namespace, *WAIT)
     kube.kubectl("delete", "node", spare)

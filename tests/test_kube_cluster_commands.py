@@ -91,5 +91,7 @@ def test_loadtest_runs_its_job_through_the_api_and_says_it_found_no_metrics(kube
     # of printing a summary of zero frames.
     assert out.returncode == 1, out.stdout + out.stderr
     assert out.stdout == ""
+    consumers = kube.get("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=consumer")["items"]
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("rtvi loadtest: no consumer metrics"), out.stderr
+    assert last.startswith(f"rtvi loadtest: Job {job['metadata']['name']} succeeded, but no consumer metrics: "), last
+    assert all(p["metadata"]["name"] in last for p in consumers) and "/metrics on port 9100" in last, last

@@ -145,7 +145,7 @@ class ControlPlane:
             "--service-account-signing-key-file", str(pki.dir / "service-account.key"),
             "--service-cluster-ip-range", SERVICE_CIDR,
             "--authorization-mode", "Node,RBAC",
-            "--allow-privileged", "true",
+            "--allow-privileged=true",
             "--cert-dir", str(self.work / "apiserver-certs"),
         ])
         context = ssl.create_default_context(cafile=str(pki.ca))
