@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from conftest import rtvi_command
-from test_chart import chart  # noqa: F401  (fixture)
+from test_chart import CHART
 from test_streaming_pipeline import wait_for
 
 pytestmark = pytest.mark.timeout(3600)  # the first test may wait for the cold build of the control plane
@@ -25,10 +25,10 @@ BROKER = "kafka.example:9092"
 
 
 @pytest.fixture(scope="module")
-def release(kube, chart):  # noqa: F811
+def release(kube):
     """The chart with an external broker (no Redpanda CRs here), rolled out on the fake nodes."""
-    kube.helm("install", RELEASE, str(chart), "--namespace", NAMESPACE, "--create-namespace",
-              "--set", "redpanda.enabled=false", "--set", "operator.enabled=false",
+    kube.helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
+              "--set", "redpanda.enabled=false",
               "--set", f"kafka.bootstrapServers={BROKER}", "--wait", "--timeout", "5m")
     yield RELEASE
     kube.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "5m")

@@ -219,10 +219,11 @@ class ControlPlane:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({out.returncode}): {out.stderr}")
         return out
 
-    def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    def helm(self, *args: str, check: bool = True, timeout: float = 960, cwd: Path | None = None
+             ) -> subprocess.CompletedProcess:
         """The real helm against this cluster (its own kubeconfig, no other cluster's settings)."""
         out = subprocess.run([helm_binary(), "--kubeconfig", str(self.kubeconfig), *args], capture_output=True,
-                             text=True, timeout=timeout)
+                             text=True, timeout=timeout, cwd=cwd)
         if check and out.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed ({out.returncode}): {out.stderr}")
         return out
