@@ -46,7 +46,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in kube_items:
         item.add_marker("kube")
     go = kube_build.go_binary()
-    if go is None or kube_build.is_built():
+    if kube_build.is_built():
+        return
+    if go is None:
+        _report.append(f"kube: {len(kube_items)} tests skipped: {NEEDS_GO}")
         return
     kube_build.cache_root().mkdir(parents=True, exist_ok=True)
     with open(kube_build.build_log(), "a") as log:
