@@ -37,19 +37,23 @@ def _uses_kube(item: pytest.Item) -> bool:
     return "kube" in getattr(item, "fixturenames", ())
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m kube` / `-m "not kube"` see the marker
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    global _background
     kube_items = [item for item in items if _uses_kube(item)]
-    if not kube_items:
-        return
-    items[:] = [item for item in items if not _uses_kube(item)] + kube_items
     for item in kube_items:
         item.add_marker("kube")
-    go = kube_build.go_binary()
-    if kube_build.is_built():
+    items[:] = [item for item in items if not _uses_kube(item)] + kube_items
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the build if tests that need it are still selected and nothing is cached."""
+    global _background
+    selected = sum(1 for item in session.items if _uses_kube(item))
+    if not selected or session.config.option.collectonly or kube_build.is_built():
         return
+    go = kube_build.go_binary()
     if go is None:
-        _report.append(f"kube: {len(kube_items)} tests skipped: {NEEDS_GO}")
+        _report.append(f"kube: {selected} tests skipped: {NEEDS_GO}")
         return
     kube_build.cache_root().mkdir(parents=True, exist_ok=True)
     with open(kube_build.build_log(), "a") as log:
