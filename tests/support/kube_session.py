@@ -10,6 +10,7 @@ hooks and the fixture from here.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -122,6 +123,8 @@ def kube(tmp_path_factory) -> Iterator[ControlPlane]:
     the ``nvidia.com/gpu.present`` label, an ``nvidia.com/gpu`` NoSchedule taint and
     ``nvidia.com/gpu`` capacity, as NVIDIA's device plugin and GPU operator set them.
     """
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make the control plane's certificates")
     cluster = ControlPlane(_binaries(), tmp_path_factory.mktemp("kube"))
     started = time.monotonic()
     cluster.start()
