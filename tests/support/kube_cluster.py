@@ -111,31 +111,45 @@ class ControlPlane:
             self.processes[name].terminate(timeout=20)
 
     def _start(self, deadline: float) -> None:
-        pki = Pki(self.work / "pki")
         self.work.joinpath("logs").mkdir(exist_ok=True)
-        etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
-        self.server = f"https://127.0.0.1:{api_port}"
+        pki = Pki(self.work / "pki")
+        etcd = self._start_etcd(deadline)
+        self._start_apiserver(deadline, pki, etcd)
+        scheduler_health = self._start_controllers(pki)
+        kwok_health = self._start_kwok(pki)
+        self._wait("kube-scheduler", deadline, scheduler_health)
+        # The controller-manager is working once its service-account controller made the
+        # default namespace's ServiceAccount, which every pod needs before admission.
+        self._wait("kube-controller-manager", deadline,
+                   lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0)
+        self._wait("kwok", deadline, kwok_health)
 
+    def _start_etcd(self, deadline: float) -> str:
+        """etcd on loopback; its client URL."""
+        client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
         self._run("etcd", [
             "--name", "rtvi-test", "--data-dir", str(self.work / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-            "--initial-cluster", f"rtvi-test=http://127.0.0.1:{etcd_peer}",
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"rtvi-test={peer}",
             "--listen-metrics-urls", f"http://127.0.0.1:{free_port()}",
             "--unsafe-no-fsync",  # a throwaway store: durability only costs time here
         ])
-        self._wait("etcd", deadline, lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"))
+        self._wait("etcd", deadline, lambda: _http_ok(f"{client}/health"))
+        return client
 
+    def _start_apiserver(self, deadline: float, pki: Pki, etcd: str) -> None:
+        """kube-apiserver with client-certificate authentication, RBAC and the default admission plugins."""
+        port = free_port()
+        self.server = f"https://127.0.0.1:{port}"
         serving = pki.issue("apiserver", "kube-apiserver", server_names=(
             "127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local"))
         admin = pki.issue("admin", "rtvi-test-admin", organization="system:masters")
         self.kubeconfig = kubeconfig(self.work / "kubeconfig", self.server, pki.ca, *admin, "rtvi-test-admin")
         self._run("kube-apiserver", [
-            "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
-            "--bind-address", "127.0.0.1", "--secure-port", str(api_port), "--advertise-address", "127.0.0.1",
+            "--etcd-servers", etcd,
+            "--bind-address", "127.0.0.1", "--secure-port", str(port), "--advertise-address", "127.0.0.1",
             # The API server's own Endpoints would carry a loopback address, which validation refuses.
             "--endpoint-reconciler-type", "none",
             "--tls-cert-file", str(serving[0]), "--tls-private-key-file", str(serving[1]),
@@ -152,6 +166,8 @@ class ControlPlane:
         context.load_cert_chain(*admin)
         self._wait("kube-apiserver", deadline, lambda: _http_ok(f"{self.server}/readyz", context))
 
+    def _start_controllers(self, pki: Pki) -> Callable[[], bool]:
+        """kube-controller-manager and kube-scheduler, each under its own identity; the scheduler's health check."""
         controller_manager = kubeconfig(self.work / "controller-manager.kubeconfig", self.server, pki.ca,
                                         *pki.issue("controller-manager", "system:kube-controller-manager"),
                                         "system:kube-controller-manager")
@@ -160,38 +176,38 @@ class ControlPlane:
             "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
             "--leader-elect=false",
             "--use-service-account-credentials=true",  # each controller acts under its own RBAC identity
-            "--service-account-private-key-file", str(pki.dir / "service-account.key"),
+            "--service-account-private-key-file", str(pki.dir / "service-account.key"),  # the token controller
             "--root-ca-file", str(pki.ca),
             "--cluster-cidr", POD_CIDR, "--service-cluster-ip-range", SERVICE_CIDR,
             "--controllers", "*",
             "--horizontal-pod-autoscaler-sync-period", "5s",
         ])
-        scheduler_port = free_port()
+        port = free_port()
         scheduler = kubeconfig(self.work / "scheduler.kubeconfig", self.server, pki.ca,
                                *pki.issue("scheduler", "system:kube-scheduler"), "system:kube-scheduler")
         self._run("kube-scheduler", [
             "--kubeconfig", str(scheduler), "--leader-elect=false",
-            "--bind-address", "127.0.0.1", "--secure-port", str(scheduler_port),
+            "--bind-address", "127.0.0.1", "--secure-port", str(port),
         ])
-        kwok_kubeconfig = kubeconfig(self.work / "kwok.kubeconfig", self.server, pki.ca,
-                                     *pki.issue("kwok", "rtvi-test-kwok", organization="system:masters"), "kwok")
-        kwok_port = free_port()
+        insecure = ssl.create_default_context()  # the scheduler serves a self-signed certificate
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        return lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure)
+
+    def _start_kwok(self, pki: Pki) -> Callable[[], bool]:
+        """kwok for the nodes annotated as fake (others, such as a real kubelet's, it leaves alone)."""
+        config = kubeconfig(self.work / "kwok.kubeconfig", self.server, pki.ca,
+                            *pki.issue("kwok", "rtvi-test-kwok", organization="system:masters"), "kwok")
+        port = free_port()
         self._run("kwok", [
-            "--kubeconfig", str(kwok_kubeconfig),
+            "--kubeconfig", str(config),
             "--config", str(self.bin_dir / "kwok-stages.yaml"),
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
             "--node-lease-duration-seconds", "40",
             "--cidr", "10.244.0.0/24", "--node-ip", "127.0.0.1",
-            "--server-address", f"127.0.0.1:{kwok_port}",
+            "--server-address", f"127.0.0.1:{port}",
         ])
-        insecure = ssl._create_unverified_context()  # the scheduler serves a self-signed certificate
-        self._wait("kube-scheduler", deadline,
-                   lambda: _http_ok(f"https://127.0.0.1:{scheduler_port}/healthz", insecure))
-        # The controller-manager is working once its service-account controller made the
-        # default namespace's ServiceAccount, which every pod needs before admission.
-        self._wait("kube-controller-manager", deadline,
-                   lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0)
-        self._wait("kwok", deadline, lambda: _http_ok(f"http://127.0.0.1:{kwok_port}/healthz"))
+        return lambda: _http_ok(f"http://127.0.0.1:{port}/healthz")
 
     def _run(self, name: str, args: list[str]) -> None:
         self.processes[name] = Proc([str(self.bin_dir / name), *args], self.work / "logs" / f"{name}.log")
