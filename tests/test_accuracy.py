@@ -165,6 +165,7 @@ def test_openvino_top1_equals_the_reference(tmp_path, repository, model, photos,
     srv = InferenceServer(tmp_path, "--model", str(repository / model), "--engine", "openvino", "--instances", "1")
     try:
         srv.wait_serving(timeout=300)
+        assert served_parameters(srv.address, model)["engine"] == "openvino"
         served = served_logits(srv.address, model, photos)
     finally:
         srv.proc.terminate()
