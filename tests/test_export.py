@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,24 @@ def test_int8_from_a_folder_reports_agreement_and_is_quantized(tmp_path, onnx_di
 
     ops = {node.op_type for node in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+# Runs `rtvi export` as if torch and torchvision were not installed: a None entry in
+# sys.modules makes `import torch` fail and importlib.util.find_spec("torch") say None.
+NO_TORCH = """
+import sys
+sys.modules.update(dict.fromkeys(["torch", "torchvision"]))
+from rtvi.cli import main
+sys.exit(main(["export", *sys.argv[1:]]))
+"""
+
+
+def test_int8_of_an_onnx_directory_needs_no_torch(tmp_path, onnx_dir, images):
+    out = subprocess.run([sys.executable, "-c", NO_TORCH, "--model", str(onnx_dir), "--int8", "--calibration-images",
+                          str(images), "--min-agreement", "0", "--output", str(tmp_path / "q")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert load_directory(tmp_path / "q").stored_precision == "int8"
 
 
 def test_int8_below_min_agreement_fails_and_is_not_put_in_place(tmp_path, images):
