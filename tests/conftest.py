@@ -81,7 +81,7 @@ def rtvi_command(*args: str) -> list[str]:
 class InferenceServer:
     """`rtvi serve` on loopback with random weights."""
 
-    def __init__(self, tmp_path: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(self, tmp_path: Path, *extra: str, port: int | None = None, env: dict[str, str] | None = None) -> None:
         """Extra flags come after the defaults, so ``--weights PATH`` overrides ``none``."""
         self.port = port or free_port()
         self.metrics_port = free_port()
@@ -92,6 +92,7 @@ class InferenceServer:
                 "--metrics-port", str(self.metrics_port), "--weights", "none", *extra,
             ),
             tmp_path / f"serve-{self.port}.log",
+            env=env,
         )
 
     def wait_serving(self, timeout: float = 120) -> None:

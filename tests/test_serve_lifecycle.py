@@ -13,6 +13,8 @@ import torch
 import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rtvi.serving.hardware import cpu_info  # /proc/cpuinfo only: no protobuf stubs
+
 from conftest import InferenceServer, Proc, free_port, health_status, jpeg_bytes, rtvi_command
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -39,6 +41,9 @@ def test_health_is_not_serving_until_warm_then_serving(tmp_path):
         assert seen[-1] == SERVING, seen
         log = srv.proc.output
         assert "health NOT_SERVING" in log and "health SERVING" in log
+        # The default precision is native only: bf16 where the CPU has it, never emulated.
+        expected = "bf16" if cpu_info().native_bf16 else "fp32"
+        assert f"model resnet18: engine=torch device=cpu precision={expected} instances=" in log, log
     finally:
         assert srv.proc.terminate() == 0
 

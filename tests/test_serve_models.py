@@ -106,6 +106,9 @@ def test_repository_serves_each_model_under_its_folder_name(repository_server):
     for name in MODELS:
         assert re.search(rf'^rtvi_inference_requests_total\{{model="{name}",status="OK"\}} [1-9]', metrics, re.M), name
         assert f'rtvi_inference_model_ready{{model="{name}"}} 1.0' in metrics
+        engine = MODELS[name][3]
+        assert (f'rtvi_inference_model_info{{device="cpu",engine="{engine}",instances="1",model="{name}",'
+                'precision="fp32",threads="') in metrics
     log = repository_server.proc.output
     assert "model onnx-resnet18: engine=onnxruntime" in log and "engine onnxruntime: an ONNX model" in log
 
@@ -115,37 +118,29 @@ def test_onnx_model_serves_without_torch(tmp_path, repository):
     blocker = tmp_path / "blocked"
     (blocker / "torch").mkdir(parents=True)
     (blocker / "torch" / "__init__.py").write_text('raise ImportError("torch is blocked in this test")\n')
-    port = free_port()
-    proc = Proc(
-        rtvi_command("serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-                     "--model", str(repository / "onnx-resnet18"), "--max-batch-size", "4"),
-        tmp_path / "serve.log",
-        env={"PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])},
-    )
-    srv = InferenceServer.__new__(InferenceServer)
-    srv.proc, srv.address = proc, f"127.0.0.1:{port}"
-    try:
-        srv.wait_serving()
-        with triton.InferenceServerClient(srv.address) as client:
-            assert_same_model(client, "onnx-resnet18")
-            parameters = client.get_model_config("onnx-resnet18", as_json=True)["config"]["parameters"]
-            assert parameters["engine"]["string_value"] == "onnxruntime"
-            assert parameters["precision"]["string_value"] == "fp32"  # the graph runs as stored
-    finally:
-        assert proc.terminate() == 0, proc.output
-    assert "torch is blocked" not in proc.output
+    srv = InferenceServer(tmp_path, "--model", str(repository / "onnx-resnet18"), "--max-batch-size", "4",
+                          env={"PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])})
+    # precision auto: the fp32 graph runs as stored, even on a CPU with native bf16
+    assert_serves_the_same_model(srv, "onnx-resnet18", "onnxruntime")
+    assert "torch is blocked" not in srv.proc.output
 
 
 def test_openvino_engine_serves_the_onnx_model(tmp_path, repository):
     pytest.importorskip("openvino")
     srv = InferenceServer(tmp_path, "--model", str(repository / "onnx-resnet18"), "--engine", "openvino",
                           "--precision", "fp32", "--max-batch-size", "4")
+    assert_serves_the_same_model(srv, "onnx-resnet18", "openvino")
+
+
+def assert_serves_the_same_model(srv: InferenceServer, name: str, engine: str) -> None:
+    """Start ``srv``, check it serves ``name`` in fp32 on ``engine`` like torch does, stop it cleanly."""
     try:
         srv.wait_serving()
         with triton.InferenceServerClient(srv.address) as client:
-            assert_same_model(client, "onnx-resnet18")
-            parameters = client.get_model_config("onnx-resnet18", as_json=True)["config"]["parameters"]
-            assert parameters["engine"]["string_value"] == "openvino"
+            assert_same_model(client, name)
+            parameters = client.get_model_config(name, as_json=True)["config"]["parameters"]
+            assert parameters["engine"]["string_value"] == engine
+            assert parameters["precision"]["string_value"] == "fp32"
     finally:
         assert srv.proc.terminate() == 0, srv.proc.output
 
@@ -174,35 +169,26 @@ def tiny_dir(tmp_path_factory) -> Path:
     return directory
 
 
-def _break(case: str, directory: Path) -> None:
-    if case == "missing_labels":
-        (directory / "labels.txt").unlink()
-    elif case == "empty_labels":
-        (directory / "labels.txt").write_text("\n")
-    elif case == "label_count":
-        (directory / "labels.txt").write_text("a\nb\nc\n")
-    elif case == "corrupt_onnx":
-        (directory / "model.onnx").write_bytes(b"this is not a protobuf" * 10)
-    elif case == "corrupt_torchscript":
-        (directory / "model.onnx").unlink()
-        (directory / "model.pt").write_bytes(b"PK\x03\x04 truncated zip")
-    elif case == "missing_config_key":
-        (directory / "config.yaml").write_text("resize: 40\nmean: [0.5, 0.5, 0.5]\nstd: [0.25, 0.25, 0.25]\n")
-    elif case == "output_not_n_by_classes":
-        export_onnx(Tiny(flat=False), directory / "model.onnx", size=32)
-    elif case == "no_model_file":
-        (directory / "model.onnx").unlink()
+def _torchscript_instead(directory: Path) -> None:
+    (directory / "model.onnx").unlink()
+    (directory / "model.pt").write_bytes(b"PK\x03\x04 truncated zip")
 
 
-BAD_DIRECTORIES = {
-    "missing_labels": ("labels.txt", "missing (one label per line"),
-    "empty_labels": ("labels.txt", "empty (one label per line"),
-    "label_count": ("labels.txt", "3 labels but {dir}/model.onnx outputs 4 classes"),
-    "corrupt_onnx": ("model.onnx", "cannot load as an ONNX model"),
-    "corrupt_torchscript": ("model.pt", "cannot load as a TorchScript model"),
-    "missing_config_key": ("config.yaml", "missing key 'crop'"),
-    "output_not_n_by_classes": ("model.onnx", "output shape [1, 4, 1, 1] for a batch of 1 is not [N, classes]"),
-    "no_model_file": ("", "no model file (expected one of model.onnx, model.pt2, model.pt)"),
+BAD_DIRECTORIES = {  # case -> (how to break the good directory, file named, problem stated)
+    "missing_labels": (lambda d: (d / "labels.txt").unlink(), "labels.txt", "missing (one label per line"),
+    "empty_labels": (lambda d: (d / "labels.txt").write_text("\n"), "labels.txt", "empty (one label per line"),
+    "label_count": (lambda d: (d / "labels.txt").write_text("a\nb\nc\n"), "labels.txt",
+                    "3 labels but {dir}/model.onnx outputs 4 classes"),
+    "corrupt_onnx": (lambda d: (d / "model.onnx").write_bytes(b"not a protobuf" * 10), "model.onnx",
+                     "cannot load as an ONNX model"),
+    "corrupt_torchscript": (_torchscript_instead, "model.pt", "cannot load as a TorchScript model"),
+    "missing_config_key": (
+        lambda d: (d / "config.yaml").write_text("resize: 40\nmean: [0.5, 0.5, 0.5]\nstd: [0.25, 0.25, 0.25]\n"),
+        "config.yaml", "missing key 'crop'"),
+    "output_not_n_by_classes": (lambda d: export_onnx(Tiny(flat=False), d / "model.onnx", size=32), "model.onnx",
+                                "output shape [1, 4, 1, 1] for a batch of 1 is not [N, classes]"),
+    "no_model_file": (lambda d: (d / "model.onnx").unlink(), "",
+                      "no model file (expected one of model.onnx, model.pt2, model.pt)"),
 }
 
 
@@ -210,8 +196,8 @@ BAD_DIRECTORIES = {
 def test_bad_model_directory_fails_at_start_with_one_line(tmp_path, tiny_dir, case):
     directory = tmp_path / "repo" / "tiny"
     shutil.copytree(tiny_dir, directory)
-    _break(case, directory)
-    file, problem = BAD_DIRECTORIES[case]
+    break_it, file, problem = BAD_DIRECTORIES[case]
+    break_it(directory)
     proc = Proc(rtvi_command("serve", "--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", "0",
                              "--model-repository", str(tmp_path / "repo")), tmp_path / "serve.log")
     try:

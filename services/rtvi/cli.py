@@ -93,8 +93,9 @@ COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
     "serve": (
         ServerConfig,
         _serve,
-        "Serve a torchvision classifier over the Open Inference Protocol v2 (gRPC) with "
-        "dynamic batching, grpc.health.v1 and Prometheus metrics.",
+        "Serve image classifiers (a torchvision architecture, a model directory or a repository of them) "
+        "over the Open Inference Protocol v2 (gRPC) on torch, ONNX Runtime or OpenVINO, with dynamic batching, "
+        "grpc.health.v1 readiness and liveness, and Prometheus metrics.",
     ),
     "produce": (
         ProducerConfig,

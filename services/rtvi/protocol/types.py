@@ -45,7 +45,9 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
-class InferInput:
+class Tensor:
+    """A request input or a response output with its contents."""
+
     name: str
     datatype: str
     shape: tuple[int, ...]
@@ -63,7 +65,7 @@ class RequestedOutput:
 @dataclass(frozen=True)
 class InferRequest:
     model_name: str
-    inputs: list[InferInput]
+    inputs: list[Tensor]
     outputs: list[RequestedOutput] = field(default_factory=list)
     model_version: str = ""
     id: str = ""
@@ -71,16 +73,8 @@ class InferRequest:
 
 
 @dataclass(frozen=True)
-class InferOutput:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    data: TensorData
-
-
-@dataclass(frozen=True)
 class InferResponse:
     model_name: str
-    outputs: list[InferOutput]
+    outputs: list[Tensor]
     model_version: str = "1"
     id: str = ""

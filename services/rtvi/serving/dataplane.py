@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from rtvi.protocol.types import InferInput, InferRequest, InferResponse
+from rtvi.protocol.types import InferRequest, InferResponse, Tensor
 from rtvi.serving import metrics
 from rtvi.serving.errors import InvalidInput, NotReady, TooLarge, UndecodableImage
 from rtvi.serving.preprocess import ImageDecodeError
@@ -52,7 +52,7 @@ class DataPlane:
         metrics.IMAGES.labels(model.name).inc(len(batch))
         return InferResponse(model.name, model.task.respond(logits, request.outputs), id=request.id)
 
-    def _validate(self, model: ServedModel, inputs: list[InferInput]) -> InferInput:
+    def _validate(self, model: ServedModel, inputs: list[Tensor]) -> Tensor:
         """The request's one input, checked against the model's TensorSpecs."""
         assert model.task is not None
         specs = {spec.name: spec for spec in model.task.inputs}
@@ -74,7 +74,7 @@ class DataPlane:
             raise InvalidInput(f"batch of {shape[0]} exceeds this model's max batch size {model.max_batch_size}")
         return tensor
 
-    async def _model_input(self, model: ServedModel, tensor: InferInput) -> np.ndarray:
+    async def _model_input(self, model: ServedModel, tensor: Tensor) -> np.ndarray:
         """Decoded, resized, cropped and normalized rows, on a preprocess thread."""
         assert model.normalizer is not None and model.geometry is not None
         normalizer, geometry = model.normalizer, model.geometry

@@ -9,7 +9,7 @@ from rtvi import __version__
 from rtvi.protocol import tensors
 from rtvi.protocol._generated import grpc_service_pb2 as pb
 from rtvi.protocol._generated import grpc_service_pb2_grpc as pb_grpc
-from rtvi.protocol.types import InferInput, InferRequest, InferResponse, RequestedOutput, TensorSpec
+from rtvi.protocol.types import InferRequest, InferResponse, RequestedOutput, Tensor, TensorSpec
 from rtvi.serving.dataplane import DataPlane
 from rtvi.serving.errors import InvalidInput
 from rtvi.serving.repository import ServedModel
@@ -29,7 +29,7 @@ def to_request(message: pb.ModelInferRequest) -> InferRequest:
             data = tensors.input_values(tensor, raw)
         except tensors.TensorError as exc:
             raise InvalidInput(str(exc)) from None
-        inputs.append(InferInput(tensor.name, tensor.datatype, tuple(tensor.shape), data))
+        inputs.append(Tensor(tensor.name, tensor.datatype, tuple(tensor.shape), data))
     outputs = [
         RequestedOutput(
             output.name,

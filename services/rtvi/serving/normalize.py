@@ -22,5 +22,8 @@ class Normalizer:
         return np.ascontiguousarray(batch.transpose(0, 3, 1, 2)) if self._nchw else batch
 
     def pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Already normalized ``(N, 3, H, W)`` pixels from a client, in the model's layout."""
-        return np.ascontiguousarray(pixels if self._nchw else pixels.transpose(0, 2, 3, 1), dtype=np.float32)
+        """Already normalized ``(N, 3, H, W)`` pixels from a client, in the model's layout.
+
+        Always a copy: the request's buffer is read-only, and engines may write to their input.
+        """
+        return np.array(pixels if self._nchw else pixels.transpose(0, 2, 3, 1), dtype=np.float32, order="C")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rtvi.serving import metrics
 from rtvi.serving.batcher import BatchStats, DynamicBatcher
 from rtvi.serving.config import ServerConfig
 from rtvi.serving.engines import select
@@ -80,11 +81,12 @@ def _model_file_name(source: ModelSource) -> str:
 
 
 def _warm_up(model: ServedModel, batch_sizes: list[int]) -> None:
-    """Run each batch size once, and check the outputs are ``[N, classes]`` for the labels."""
-    assert model.source and model.normalizer and model.engine
+    """Run each batch size once per instance (engines hand out their instances in turn),
+    and check the outputs are ``[N, classes]`` for the labels."""
+    assert model.source and model.normalizer and model.engine and model.plan
     source, crop = model.source, model.source.preprocessing.crop
     where = _model_file_name(source)
-    for n in batch_sizes:
+    for n in [size for size in batch_sizes for _ in range(model.plan.instances)]:
         batch = model.normalizer.images(np.zeros((n, crop, crop, 3), dtype=np.uint8))
         try:
             outputs = model.engine.run(batch)
@@ -104,7 +106,10 @@ def load_model(model: ServedModel, config: ServerConfig) -> float:
     """Resolve, plan, load and warm up ``model`` (on a compute thread); return the seconds taken."""
     started = time.perf_counter()
     source = resolve_source(model.location, config.weights)
-    decision = select.plan(config, source)
+    try:
+        decision = select.plan(config, source)
+    except ModelLoadError as exc:  # a flag that does not fit this model: say which model
+        raise ModelLoadError(f"model {model.name}: {exc}") from None
     plan = decision.plan
     for warning in decision.warnings:
         log.warning("model %s: %s", model.name, warning)
@@ -166,6 +171,8 @@ class ModelRepository:
                 on_batch=lambda stats, name=model.name: on_batch(name, stats), concurrency=model.plan.instances,
             )
             model.batcher.start()
+            metrics.MODEL_INFO.labels(model.name, model.plan.engine, model.plan.precision, model.plan.device,
+                                      str(model.plan.instances), str(model.plan.threads)).set(1)
             log.info("model %s ready in %.1fs (%s, max_batch=%d)", model.name, seconds, model.plan.describe(),
                      model.max_batch_size)
 

@@ -110,7 +110,7 @@ async def serve(config: ServerConfig) -> int:
                 metrics.READY.labels(name).set(1)
             await health.set_ready(True)
             watchdog = asyncio.ensure_future(health.watch(repository.stalled_seconds))
-            log.info("all %d models ready; health SERVING", len(repository.models))
+            log.info("every model ready (%d); health SERVING", len(repository.models))
             await stop_task
     else:
         load_task.cancel()

@@ -140,12 +140,11 @@ def plan(config: ServerConfig, source: ModelSource) -> Decision:
     cpu = cpu_info()
     precision = choose_precision(config.precision, engine.value, device.value, source.stored_precision, cpu)
     instances, threads, cpus = choose_parallelism(config.instances, config.threads, available_cpus(), device.value)
-    decision = Decision(
+    return Decision(
         ExecutionPlan(engine.value, device.value, precision.value, instances, threads,
                       channels_last=config.channels_last, compile=config.compile),
         reasons=[f"engine {engine.value}: {engine.reason}", f"device {device.value}: {device.reason}",
                  f"precision {precision.value}: {precision.reason}",
                  f"{instances} instances x {threads} threads: {cpus}"],
+        warnings=[precision.warning] if precision.warning else [],
     )
-    decision.warnings += [w for w in (precision.warning,) if w]
-    return decision

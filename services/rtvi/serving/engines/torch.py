@@ -137,7 +137,10 @@ class TorchEngine(Engine):
         module = module.to(self._device)
         if self.plan.channels_last:
             module = module.to(memory_format=torch.channels_last)
-        if self.plan.compile:
+        if self.plan.compile and self.source.format == "torchscript":
+            log.warning("%s: --compile ignored: a TorchScript module runs on the TorchScript interpreter",
+                        self.source.artifact)
+        elif self.plan.compile:
             module = torch.compile(module)
         self._module = module
 

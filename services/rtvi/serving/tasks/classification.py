@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtvi.protocol.types import InferOutput, RequestedOutput, TensorSpec
+from rtvi.protocol.types import RequestedOutput, Tensor, TensorSpec
 from rtvi.serving.errors import InvalidInput
 
 IMAGES = TensorSpec("images", "BYTES", (-1,), "[N] or [N,1]")
@@ -26,16 +26,16 @@ class ClassificationTask:
         self.inputs = (IMAGES, PIXELS)
         self.outputs = (TensorSpec(LOGITS, "FP32", (-1, len(labels))),)
 
-    def respond(self, logits: np.ndarray, requested: list[RequestedOutput]) -> list[InferOutput]:
+    def respond(self, logits: np.ndarray, requested: list[RequestedOutput]) -> list[Tensor]:
         outputs = []
         for output in requested or [RequestedOutput(LOGITS)]:
             if output.name != LOGITS:
                 raise InvalidInput(f"unknown output {output.name!r}; this model produces {LOGITS!r}")
             if output.class_count > 0:
                 rows = self.top_k(logits, output.class_count)
-                outputs.append(InferOutput(LOGITS, "BYTES", (len(rows), len(rows[0])), [s for row in rows for s in row]))
+                outputs.append(Tensor(LOGITS, "BYTES", (len(rows), len(rows[0])), [s for row in rows for s in row]))
             else:
-                outputs.append(InferOutput(LOGITS, "FP32", tuple(logits.shape), logits))
+                outputs.append(Tensor(LOGITS, "FP32", tuple(logits.shape), logits))
         return outputs
 
     def top_k(self, logits: np.ndarray, k: int) -> list[list[bytes]]:
