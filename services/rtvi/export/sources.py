@@ -47,10 +47,10 @@ def _preprocessing(config: ExportConfig, base: Preprocessing) -> Preprocessing:
 
 
 def _from_torchvision(config: ExportConfig) -> Source:
-    from rtvi.serving.engines.torch import _torchvision_module, torchvision_source
+    from rtvi.serving.engines.torch import torchvision_module, torchvision_source
 
     served = torchvision_source(config.model, config.weights)
-    module = _torchvision_module(config.model, config.weights)
+    module = torchvision_module(config.model, config.weights)
     card = ModelCard(served.labels, _preprocessing(config, served.preprocessing),
                      source=f"torchvision {config.model} (weights {config.weights})")
     return Source(card, module=module.eval())
@@ -69,10 +69,10 @@ def _labels(spec: str) -> tuple[str, ...]:
 
 
 def _load_checkpoint(module: torch.nn.Module, path: str) -> None:
-    from rtvi.serving.engines.torch import _load_state_dict
+    from rtvi.serving.engines.torch import load_state_dict_file
 
     try:
-        module.load_state_dict(_load_state_dict(path))
+        module.load_state_dict(load_state_dict_file(path))
     except RuntimeError as exc:  # shape or key mismatch
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"--weights {path} does not fit the factory's model: {first}") from None
@@ -110,9 +110,9 @@ def _from_directory(config: ExportConfig, directory: Path) -> Source:
     card = ModelCard(served.labels, _preprocessing(config, served.preprocessing), source=f"model directory {directory}")
     if served.format == "onnx":
         return Source(card, onnx_path=Path(served.artifact))
-    from rtvi.serving.engines.torch import _file_module
+    from rtvi.serving.engines.torch import file_module
 
-    return Source(card, module=_file_module(served))
+    return Source(card, module=file_module(served))
 
 
 def load_source(config: ExportConfig) -> Source:

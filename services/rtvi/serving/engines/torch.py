@@ -65,7 +65,7 @@ def torchvision_source(architecture: str, weights: str) -> ModelSource:
     )
 
 
-def _load_state_dict(path: str) -> dict:
+def load_state_dict_file(path: str) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -78,7 +78,7 @@ def _load_state_dict(path: str) -> dict:
     return checkpoint
 
 
-def _torchvision_module(architecture: str, weights: str) -> torch.nn.Module:
+def torchvision_module(architecture: str, weights: str) -> torch.nn.Module:
     model = get_model(architecture, weights=None)
     choice = weights.lower()
     if choice == "default":
@@ -90,18 +90,18 @@ def _torchvision_module(architecture: str, weights: str) -> torch.nn.Module:
                 "(Dockerfile.inference does), set TORCH_HOME, or pass --weights none "
                 "for random weights"
             )
-        model.load_state_dict(_load_state_dict(path))
+        model.load_state_dict(load_state_dict_file(path))
     elif choice == "none":
         log.warning("weights=none: %s runs with RANDOM weights; labels are meaningless", architecture)
     else:
         try:
-            model.load_state_dict(_load_state_dict(weights))
+            model.load_state_dict(load_state_dict_file(weights))
         except RuntimeError as exc:  # shape or key mismatch
             raise ModelLoadError(f"checkpoint {weights!r} does not fit {architecture}: {exc}") from exc
     return model
 
 
-def _file_module(source: ModelSource) -> torch.nn.Module:
+def file_module(source: ModelSource) -> torch.nn.Module:
     path = source.artifact
     try:
         if source.format == "torchscript":
@@ -129,9 +129,9 @@ class TorchEngine(Engine):
     def load(self) -> None:
         torch.set_num_threads(self.plan.threads)
         if self.source.format == "torchvision":
-            module = _torchvision_module(self.source.artifact, self.source.weights)
+            module = torchvision_module(self.source.artifact, self.source.weights)
         else:
-            module = _file_module(self.source)
+            module = file_module(self.source)
         if self.source.format != "torch_export":  # an exported program is already in eval mode and refuses eval()
             module = module.eval()
         module = module.to(self._device)
