@@ -26,10 +26,12 @@ BROKER = "kafka.example:9092"
 
 @pytest.fixture(scope="module")
 def release(kube):
-    """The chart with an external broker (no Redpanda CRs here), rolled out on the fake nodes."""
+    """The chart with an external SASL/TLS broker (no Redpanda CRs here), rolled out on the fake nodes."""
     kube.helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
-              "--set", "redpanda.enabled=false",
-              "--set", f"kafka.bootstrapServers={BROKER}", "--wait", "--timeout", "5m")
+              "--set", "redpanda.enabled=false", "--set", f"kafka.bootstrapServers={BROKER}",
+              "--set", "kafka.securityProtocol=SASL_SSL", "--set", "kafka.sasl.mechanism=SCRAM-SHA-512",
+              "--set", "kafka.sasl.username=rtvi", "--set", "kafka.sasl.passwordSecret.name=kafka-password",
+              "--set", "kafka.tls.caSecret.name=kafka-ca", "--wait", "--timeout", "5m")
     yield RELEASE
     kube.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "5m")
 
@@ -85,8 +87,21 @@ def test_loadtest_runs_its_job_through_the_api_and_says_it_found_no_metrics(kube
     assert job["status"].get("succeeded") == 1, job["status"]
     assert f"created Job {job['metadata']['name']}" in out.stderr
     container = job["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["RTVI_BOOTSTRAP_SERVERS"] == BROKER  # taken from the release's consumer Deployment
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RTVI_BOOTSTRAP_SERVERS"]["value"] == BROKER  # taken from the release's consumer Deployment
+    # The secured broker's settings come along, exactly as the consumer has them: the
+    # password by reference to its Secret, the CA from the same Secret volume and path.
+    consumer = kube.get("deployments", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=consumer")["items"][0]
+    consumer_pod = consumer["spec"]["template"]["spec"]
+    consumer_env = {e["name"]: e for e in consumer_pod["containers"][0]["env"]}
+    for name in ("RTVI_SECURITY_PROTOCOL", "RTVI_SASL_MECHANISM", "RTVI_SASL_USERNAME", "RTVI_SASL_PASSWORD",
+                 "RTVI_SSL_CA_LOCATION"):
+        assert env[name] == consumer_env[name], name
+    assert env["RTVI_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kafka-password"
+    ca_dir = env["RTVI_SSL_CA_LOCATION"]["value"].rsplit("/", 1)[0]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == ca_dir)
+    volume = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "kafka-ca"
     # kwok runs no container: there is nothing to measure, and the command says so instead
     # of printing a summary of zero frames.
     assert out.returncode == 1, out.stdout + out.stderr

@@ -34,12 +34,17 @@ class Kube:
         configuration.retries = 0
         self.host = configuration.host
         api = client.ApiClient(configuration)
+        self._api = api
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.autoscaling = client.AutoscalingV2Api(api)
         self.namespace = namespace
         self.timeout = timeout
+
+    def serialize(self, obj: Any) -> Any:
+        """An API model object as the plain dict the API server speaks (camelCase keys)."""
+        return self._api.sanitize_for_serialization(obj)
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         from kubernetes.client.exceptions import ApiException

@@ -10,19 +10,20 @@ from rtvi import __version__
 from rtvi.cluster.aggregate import PodMetrics, aggregate, from_log, from_prometheus
 from rtvi.cluster.config import LoadtestConfig
 from rtvi.cluster.kube import ClusterError, Kube
-from rtvi.cluster.manifests import producer_job, selector
+from rtvi.cluster.manifests import KafkaSecurity, producer_job, selector
 
 
 def _job_name(release: str) -> str:
     return f"{release}-loadtest-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_job(cfg: LoadtestConfig, *, image: str, bootstrap: str, topic: str, max_frame_bytes: int) -> dict:
+def build_job(cfg: LoadtestConfig, *, image: str, bootstrap: str, topic: str, max_frame_bytes: int,
+              kafka_security: KafkaSecurity | None = None) -> dict:
     return producer_job(
         name=_job_name(cfg.release), release=cfg.release, image=image, bootstrap_servers=bootstrap, topic=topic,
         source=cfg.source, path=cfg.path, synthetic_size=cfg.synthetic_size, streams=cfg.streams, fps=cfg.fps,
         duration=cfg.duration, jpeg_quality=cfg.jpeg_quality, stream_prefix=f"{cfg.release}-loadtest",
-        max_frame_bytes=max_frame_bytes,
+        max_frame_bytes=max_frame_bytes, kafka_security=kafka_security,
     )
 
 
@@ -37,7 +38,7 @@ def _defaults(cfg: LoadtestConfig) -> dict:
 
 
 def _from_release(cfg: LoadtestConfig, kube: Kube) -> dict:
-    """Image, broker and topic as the release's consumer Deployment has them."""
+    """Image, broker, topic and Kafka security as the release's consumer Deployment has them."""
     consumers = [d for d in kube.release_deployments(cfg.release)
                  if d.metadata.labels.get("app.kubernetes.io/component") == "consumer"]
     if not consumers:
@@ -49,6 +50,8 @@ def _from_release(cfg: LoadtestConfig, kube: Kube) -> dict:
         "bootstrap": cfg.bootstrap_servers or env["RTVI_BOOTSTRAP_SERVERS"],
         "topic": cfg.topic or env.get("RTVI_TOPIC", "frames"),
         "max_frame_bytes": int(env.get("RTVI_MAX_FRAME_BYTES", 4 * 1024 * 1024)),
+        "kafka_security": KafkaSecurity.of(kube.serialize(consumers[0].spec.template.spec),
+                                           kube.serialize(container)),
     }
 
 

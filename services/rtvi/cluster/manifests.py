@@ -3,6 +3,7 @@ renders it (tests/test_cluster_commands.py proves the two agree)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rtvi import __version__
@@ -14,6 +15,32 @@ PODSECURITY = {
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 
 
+# The variables that carry Kafka security (rtvi.streaming.kafka_config reads them).
+KAFKA_SECURITY_ENV = ("RTVI_SECURITY_PROTOCOL", "RTVI_SASL_MECHANISM", "RTVI_SASL_USERNAME", "RTVI_SASL_PASSWORD",
+                      "RTVI_SSL_CA_LOCATION")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """A container's Kafka security as Kubernetes objects: env entries (the password as a
+    secretKeyRef, never its value) and the volumes and mounts its CA file lives in."""
+
+    env: tuple[dict, ...] = ()
+    volumes: tuple[dict, ...] = ()
+    volume_mounts: tuple[dict, ...] = ()
+
+    @classmethod
+    def of(cls, pod_spec: dict, container: dict) -> KafkaSecurity:
+        """Read from a pod template (API objects serialized to plain dicts)."""
+        env = tuple(e for e in container.get("env") or () if e["name"] in KAFKA_SECURITY_ENV)
+        ca = next((e.get("value") for e in env if e["name"] == "RTVI_SSL_CA_LOCATION"), None)
+        mounts = tuple(m for m in container.get("volumeMounts") or ()
+                       if ca and ca.startswith(m["mountPath"].rstrip("/") + "/"))
+        names = {m["name"] for m in mounts}
+        volumes = tuple(v for v in pod_spec.get("volumes") or () if v["name"] in names)
+        return cls(env, volumes, mounts)
+
+
 def selector(release: str, component: str) -> str:
     return f"app.kubernetes.io/instance={release},app.kubernetes.io/component={component}"
 
@@ -22,7 +49,11 @@ def producer_job(
     *, name: str, release: str, image: str, bootstrap_servers: str, topic: str, source: str, path: str,
     synthetic_size: str, streams: int, fps: float, duration: float, jpeg_quality: int, stream_prefix: str,
     max_frame_bytes: int = 4 * 1024 * 1024, backoff_limit: int = 0, ttl_seconds: int = 3600,
+    kafka_security: KafkaSecurity | None = None,
 ) -> dict[str, Any]:
+    """``kafka_security``: the consumer's SASL/TLS settings, so the producer reaches the same
+    secured broker (the chart renders the same variables and CA volume for both)."""
+    security = kafka_security or KafkaSecurity()
     labels = {"app.kubernetes.io/name": "rtvi", "app.kubernetes.io/instance": release,
               "app.kubernetes.io/component": "producer", "app.kubernetes.io/version": __version__}
     env = [("RTVI_BOOTSTRAP_SERVERS", bootstrap_servers), ("RTVI_MAX_FRAME_BYTES", str(max_frame_bytes)),
@@ -51,10 +82,12 @@ def producer_job(
                         "image": image,
                         "imagePullPolicy": "IfNotPresent",
                         "args": ["produce"],
-                        "env": [{"name": k, "value": v} for k, v in env],
+                        "env": [{"name": k, "value": v} for k, v in env] + list(security.env),
+                        **({"volumeMounts": list(security.volume_mounts)} if security.volume_mounts else {}),
                         "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
                         "securityContext": CONTAINER_SECURITY,
                     }],
+                    **({"volumes": list(security.volumes)} if security.volumes else {}),
                 },
             },
         },
