@@ -130,6 +130,7 @@ class ImageClassifier:
                 resize=int(transforms.resize_size[0]),
                 crop=int(transforms.crop_size[0]),
                 fast_decode=cfg.fast_decode,
+                max_pixels=cfg.max_image_pixels,
             ),
             mean=tuple(transforms.mean),
             std=tuple(transforms.std),

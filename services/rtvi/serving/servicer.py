@@ -189,7 +189,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             images = await loop.run_in_executor(self._preprocess_executor, geometry.batch, values)
         except ImageDecodeError as exc:
-            raise invalid(str(exc), reason="decode") from None
+            raise invalid(str(exc), reason=exc.reason) from None
         metrics.PREPROCESS_SECONDS.labels(self.model_name).observe(time.perf_counter() - started)
         return ("images",), images
 
