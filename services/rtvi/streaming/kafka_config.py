@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,12 +97,39 @@ class KafkaConfig:
         return self.common("admin")
 
 
+class KafkaSecurityError(RuntimeError):
+    """The broker refused the credentials or the certificate: retrying cannot help, so
+    the service stops with this one line instead of retrying forever."""
+
+
+def security_error(err) -> KafkaSecurityError | None:
+    """The error to stop with when ``err`` (a KafkaError) is an authentication or TLS failure."""
+    from confluent_kafka import KafkaError
+
+    if err.code() == KafkaError._AUTHENTICATION:
+        return KafkaSecurityError(
+            f"kafka authentication failed; check --sasl-mechanism, --sasl-username and --sasl-password "
+            f"(RTVI_SASL_*): {err.str()}"
+        )
+    if err.code() == KafkaError._SSL:
+        return KafkaSecurityError(f"kafka TLS failed; check --ssl-ca-location (RTVI_SSL_CA_LOCATION): {err.str()}")
+    return None
+
+
 def error_logger(log: logging.Logger) -> Callable:
     """An ``error_cb`` that logs each distinct client error once (librdkafka repeats them
-    on every reconnect attempt), so an unreachable broker is said clearly, not endlessly."""
+    on every reconnect attempt), so an unreachable broker is said clearly, not endlessly.
+
+    An authentication or TLS failure raises KafkaSecurityError instead: confluent-kafka
+    re-raises it from the poll/consume/flush call that served the callback, which ends
+    the service with one line and a non-zero exit rather than a silent retry loop.
+    """
     seen: set[str] = set()
 
     def on_error(err) -> None:
+        fatal = security_error(err)
+        if fatal is not None:
+            raise fatal
         if err.str() not in seen:
             seen.add(err.str())
             log.warning("kafka: %s", err.str())
@@ -115,8 +143,20 @@ def ensure_topics(config: KafkaConfig, topics: dict[str, int], timeout: float = 
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(config.admin())
-    existing = admin.list_topics(timeout=timeout).topics
+    errors: list = []
+    admin = AdminClient({**config.admin(), "error_cb": errors.append})
+    deadline = time.monotonic() + timeout
+    while True:  # short tries, so that refused credentials end it at once, not after ``timeout``
+        try:
+            existing = admin.list_topics(timeout=1.0).topics
+            break
+        except KafkaException:
+            admin.poll(0)  # serves error_cb
+            fatal = next(filter(None, map(security_error, errors)), None)
+            if fatal is not None:
+                raise fatal from None
+            if time.monotonic() >= deadline:
+                raise
     wanted = [NewTopic(name, num_partitions=parts, replication_factor=1) for name, parts in topics.items()
               if name not in existing]
     for future in admin.create_topics(wanted, operation_timeout=timeout).values() if wanted else ():
