@@ -1,0 +1,33 @@
+"""The soak benchmark's 2-minute version: RSS flat after warm-up, no errors, p99 stable.
+
+benchmarks/bench_soak.py runs the pipeline (real Kafka broker, `rtvi serve`, `rtvi
+consume`, paced `rtvi produce`) at 80% of the capacity it measures first, and checks
+server and consumer RSS growth < 10% after warm-up, no error records, every frame
+predicted and a stable p99. The full run is 10 minutes (`--duration 600`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.timeout(900)
+def test_two_minute_soak_passes_its_checks(tmp_path):
+    output = tmp_path / "soak.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_soak.py"), "--duration", "120", "--warmup-s", "30",
+         "--sample-s", "10", "--streams", "2", "--size", "320x240", "--capacity-frames", "300",
+         "--output", str(output)],
+        capture_output=True, text=True, timeout=840,
+    )
+    print(result.stdout[-3000:])
+    assert output.exists(), result.stdout[-3000:] + result.stderr[-3000:]
+    checks = json.loads(output.read_text())["checks"]
+    assert result.returncode == 0, json.dumps(checks, indent=1)
+    assert set(checks) == {"server RSS growth", "consumer RSS growth", "errors", "every frame predicted", "p99 stable"}
