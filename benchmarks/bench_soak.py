@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import print_table, write_result  # noqa: E402
+from support.proc import rss_mb  # noqa: E402
 
 from rtvi._private.net import free_port  # noqa: E402
 
@@ -44,14 +45,6 @@ P99_DRIFT_FACTOR, P99_DRIFT_SLACK_MS = 2.0, 100.0
 def rtvi(*args: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "rtvi", *args], stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def start_broker(work: Path, kind: str):

@@ -26,7 +26,8 @@ import pytest
 
 from rtvi._private.net import free_port
 
-from conftest import InferenceServer, Proc, kafka_broker, make_topics, rtvi_command, start_consumer
+from conftest import InferenceServer, Proc, end_offsets, kafka_broker, make_topics, rtvi_command, start_consumer
+from test_streaming_pipeline import inference  # noqa: F401  (fixture: one bf16 server per module)
 
 FPS_PER_STREAM = 10
 STREAMS = 2
@@ -49,16 +50,6 @@ def kafka(tmp_path_factory):
         with TcpProxy(broker.listener("PROXIED").port, port=proxy_port) as proxy:
             broker.proxy = proxy
             yield broker
-
-
-@pytest.fixture(scope="module")
-def inference(tmp_path_factory):
-    srv = InferenceServer(tmp_path_factory.mktemp("serve-faults"), "--precision", "bf16", "--max-batch-size", "16")
-    try:
-        srv.wait_serving()
-        yield srv
-    finally:
-        srv.proc.terminate()
 
 
 @pytest.fixture
@@ -117,16 +108,6 @@ def produced_frames(broker, topic: str) -> set[tuple[str, int]]:
     return frames
 
 
-def frames_in_topic(broker, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    probe = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "rtvi-fault-probe", "log_level": 0})
-    try:
-        return sum(probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(2))
-    finally:
-        probe.close()
-
-
 class Run:
     """One fault scenario: paced producer, consumer(s), and the checks every test ends with."""
 
@@ -163,7 +144,7 @@ class Run:
 
     def recovered(self, fault_ended: float) -> float:
         """Seconds from ``fault_ended`` until every frame produced by then has a record."""
-        target = frames_in_topic(self.kafka, self.topics["frames"])
+        target = sum(end_offsets(self.kafka, self.topics["frames"]).values())
         self.wait_predictions(target, timeout=RECOVERY_S + 60)
         seconds = time.monotonic() - fault_ended
         self.recoveries.append(seconds)

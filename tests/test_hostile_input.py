@@ -21,6 +21,8 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from conftest import InferenceServer, jpeg_bytes
+from support.proc import rss_mb
+from test_serve_v2 import error_count, images_input
 
 MODEL = "resnet18"
 # Bound on the server's RSS growth above idle while the bombs arrive: the requests
@@ -87,36 +89,15 @@ def test_header_sizes_are_read_and_limited():
             checked_size(encoded, 10**6)
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
-def _error_count(server: InferenceServer, reason: str) -> float:
-    for line in server.metrics_text().splitlines():
-        if line.startswith("rtvi_inference_errors_total{") and f'reason="{reason}"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def _request(images: list[bytes]) -> list[triton.InferInput]:
-    tensor = triton.InferInput("images", [len(images)], "BYTES")
-    tensor.set_data_from_numpy(np.array(images, dtype=np.object_))
-    return [tensor]
-
-
 def test_bombs_are_refused_fast_with_bounded_memory(tmp_path):
     server = InferenceServer(tmp_path, "--max-batch-size", "16", "--instances", "1")
     try:
         server.wait_serving()
         client = triton.InferenceServerClient(server.address)
-        ok = client.infer(MODEL, _request([jpeg_bytes()]), outputs=[triton.InferRequestedOutput("logits", class_count=1)])
+        ok = client.infer(MODEL, [images_input([jpeg_bytes()])], outputs=[triton.InferRequestedOutput("logits", class_count=1)])
         assert ok.as_numpy("logits").shape == (1, 1)
         time.sleep(1)
-        idle_mb = _rss_mb(server.proc.popen.pid)
+        idle_mb = rss_mb(server.proc.popen.pid)
         # 4 requests at once, each of 16 bombs: two all-PNG, two all-JPEG.
         requests = [[png_bomb(20000, 20000)] * 16, [jpeg_bomb(20000, 20000)] * 16] * 2
         peak = [idle_mb]
@@ -124,13 +105,13 @@ def test_bombs_are_refused_fast_with_bounded_memory(tmp_path):
 
         def sample() -> None:
             while not done.is_set():
-                peak[0] = max(peak[0], _rss_mb(server.proc.popen.pid))
+                peak[0] = max(peak[0], rss_mb(server.proc.popen.pid))
                 time.sleep(0.02)
 
         def send(images: list[bytes]) -> tuple[float, InferenceServerException | None]:
             started = time.monotonic()
             try:
-                client.infer(MODEL, _request(images), client_timeout=120)
+                client.infer(MODEL, [images_input(images)], client_timeout=120)
             except InferenceServerException as exc:
                 return time.monotonic() - started, exc
             return time.monotonic() - started, None
@@ -154,9 +135,9 @@ def test_bombs_are_refused_fast_with_bounded_memory(tmp_path):
             assert "--max-image-pixels" in error.message()
         assert seconds < ANSWER_WITHIN_S
         assert growth < RSS_BOUND_MB
-        assert _error_count(server, "too_many_pixels") == 4
+        assert error_count(server, "too_many_pixels") == 4
         # and it goes on serving
-        ok = client.infer(MODEL, _request([jpeg_bytes()]), outputs=[triton.InferRequestedOutput("logits", class_count=1)])
+        ok = client.infer(MODEL, [images_input([jpeg_bytes()])], outputs=[triton.InferRequestedOutput("logits", class_count=1)])
         assert ok.as_numpy("logits").shape == (1, 1)
         client.close()
     finally:
