@@ -198,7 +198,7 @@ def run_factory(tmp_path, kafka, topics):
         run.close()
 
 
-def test_network_faults_between_consumer_and_broker(run_factory, kafka, inference):
+def test_network_faults_between_consumer_and_broker(run_factory, kafka, inference):  # noqa: F811
     proxy = kafka.proxy
     run = run_factory(inference.address, via_proxy=True)
     run.wait_predictions(40)
@@ -212,7 +212,7 @@ def test_network_faults_between_consumer_and_broker(run_factory, kafka, inferenc
     run.finish("consumer-broker: RST, +500 ms, 100 kB/s, 10 s blackhole")
 
 
-def test_network_faults_between_consumer_and_server(run_factory, inference):
+def test_network_faults_between_consumer_and_server(run_factory, inference):  # noqa: F811
     from support.tcp_proxy import TcpProxy
 
     with TcpProxy(inference.port) as proxy:
@@ -230,7 +230,7 @@ def test_network_faults_between_consumer_and_server(run_factory, inference):
     assert retries > 0  # the reset and the blackhole's deadlines were retried, not failed
 
 
-def test_consumer_sigkilled_mid_rebalance(run_factory, inference):
+def test_consumer_sigkilled_mid_rebalance(run_factory, inference):  # noqa: F811
     run = run_factory(inference.address)
     first = run.consumer
     run.wait_predictions(40)
@@ -267,7 +267,7 @@ def test_inference_server_sigkilled_and_restarted(run_factory, tmp_path):
     assert "UNAVAILABLE" in run.consumer.output
 
 
-def test_broker_sigkilled_and_restarted_on_its_log_dir(run_factory, kafka, inference):
+def test_broker_sigkilled_and_restarted_on_its_log_dir(run_factory, kafka, inference):  # noqa: F811
     run = run_factory(inference.address)
     run.wait_predictions(40)
     kafka.kill()
@@ -279,7 +279,7 @@ def test_broker_sigkilled_and_restarted_on_its_log_dir(run_factory, kafka, infer
     run.finish("broker SIGKILL + restart on the same log dir")
 
 
-def test_frame_over_the_broker_limit_is_refused_and_nothing_after_it_is_lost(tmp_path, kafka, topics, inference):
+def test_frame_over_the_broker_limit_is_refused_and_nothing_after_it_is_lost(tmp_path, kafka, topics, inference):  # noqa: F811
     import cv2
     import numpy as np
 
