@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
-FAST = settings(max_examples=EXAMPLES, deadline=1000, suppress_health_check=[HealthCheck.too_slow], derandomize=False)
+FAST = settings(max_examples=EXAMPLES, deadline=1000, suppress_health_check=[HealthCheck.too_slow], database=None)
 
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
              "FP64", "BYTES", "BF16", "STRING", ""]
@@ -184,7 +184,7 @@ def test_live_server_answers_every_random_request_with_a_status(live_server):
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
     codes: dict[str, int] = {}
 
-    @settings(max_examples=max(EXAMPLES // 3, 50), deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=max(EXAMPLES // 3, 50), deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(request=infer_requests())
     def send(request):
         try:
