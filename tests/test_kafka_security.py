@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import InferenceServer, Proc, kafka_broker, rtvi_command
+from conftest import Proc, kafka_broker, rtvi_command
+from test_streaming_pipeline import inference  # noqa: F401  (fixture: one bf16 server per module)
 
 USER, PASSWORD = "rtvi", "s3cret-for-tests"
 FAIL_WITHIN_S = 20  # a wrong password or CA must end the process with one line, not hang
@@ -90,7 +91,7 @@ def config_from_env(env: dict[str, str]):
 
 
 @pytest.mark.parametrize("protocol", ["SASL_SSL", "SSL"])
-def test_pipeline_end_to_end_over_a_secured_listener(tmp_path, secure, protocol):
+def test_pipeline_end_to_end_over_a_secured_listener(tmp_path, secure, protocol, inference):  # noqa: F811
     from confluent_kafka import Consumer, TopicPartition
 
     from rtvi.streaming.kafka_config import ensure_topics
@@ -99,24 +100,19 @@ def test_pipeline_end_to_end_over_a_secured_listener(tmp_path, secure, protocol)
     config = config_from_env(env)
     frames, predictions = f"frames-{protocol.lower()}", f"predictions-{protocol.lower()}"
     ensure_topics(config, {frames: 2, predictions: 2})  # admin calls over the secured listener
-    server = InferenceServer(tmp_path, "--precision", "bf16")
+    producer = Proc(rtvi_command("produce", "--topic", frames, "--streams", "2", "--max-frames", "10",
+                                 "--synthetic-size", "320x240", "--fps", "0", "--report-interval", "0"),
+                    tmp_path / "produce.log", env=env)
+    assert producer.popen.wait(120) == 0, producer.output
+    assert "20 delivered, 0 delivery errors" in producer.output
+    consumer = Proc(rtvi_command("consume", "--topic", frames, "--predictions-topic", predictions,
+                                 "--group", f"group-{protocol}", "--inference-url", inference.address,
+                                 "--metrics-port", "0", "--session-timeout-ms", "6000", "--report-interval", "0",
+                                 "--max-frames", "20"), tmp_path / "consume.log", env=env)
     try:
-        server.wait_serving()
-        producer = Proc(rtvi_command("produce", "--topic", frames, "--streams", "2", "--max-frames", "10",
-                                     "--synthetic-size", "320x240", "--fps", "0", "--report-interval", "0"),
-                        tmp_path / "produce.log", env=env)
-        assert producer.popen.wait(120) == 0, producer.output
-        assert "20 delivered, 0 delivery errors" in producer.output
-        consumer = Proc(rtvi_command("consume", "--topic", frames, "--predictions-topic", predictions,
-                                     "--group", f"group-{protocol}", "--inference-url", server.address,
-                                     "--metrics-port", "0", "--session-timeout-ms", "6000", "--report-interval", "0",
-                                     "--max-frames", "20"), tmp_path / "consume.log", env=env)
-        try:
-            assert consumer.popen.wait(120) == 0, consumer.output
-        finally:
-            consumer.kill()
+        assert consumer.popen.wait(120) == 0, consumer.output
     finally:
-        server.proc.terminate()
+        consumer.kill()
     # Read back over the same listener with the same settings.
     reader = Consumer(config.consumer("test-reader", f"reader-{protocol}"))
     reader.assign([TopicPartition(predictions, p, 0) for p in range(2)])
