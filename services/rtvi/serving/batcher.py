@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass
+@dataclass(eq=False)  # identity: deque.remove() must not compare the numpy inputs
 class _Pending:
     kind: Hashable
     inputs: np.ndarray
