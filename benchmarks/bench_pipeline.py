@@ -16,40 +16,38 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import ModelCeiling, print_table, write_result  # noqa: E402
+from _common import ModelCeiling, print_table, start_rtvi, write_result  # noqa: E402
 
 from rtvi._private.net import free_port  # noqa: E402
-
-
-def rtvi(*args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rtvi", *args], stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+from rtvi.local.pipeline import serving  # noqa: E402
+from rtvi.streaming.progress import healthy  # noqa: E402
+from rtvi.streaming.report import parse_summary  # noqa: E402
 
 
 def block_value(text: str, key: str) -> float:
-    return float(re.findall(rf"{re.escape(key)}: ([0-9.]+)", text)[-1])
+    """A value of the consumer's final metrics block, e.g. ``THROUGHPUT.overall fps``."""
+    return float(parse_summary(text)[-1][key])
 
 
 def run_consumer(work: Path, bootstrap: str, address: str, topic: str, frames: int, args, name: str,
                  then=None) -> str:
-    """Consume ``frames`` frames of ``topic``; ``then()`` runs once the consumer joined its group."""
-    log = work / f"{name}.log"
-    proc = rtvi("consume", "--bootstrap-servers", bootstrap, "--topic", topic, "--predictions-topic", f"{topic}-out",
-                "--group", f"bench-{name}", "--inference-url", address, "--metrics-port", "0",
+    """Consume ``frames`` frames of ``topic``; ``then()`` runs once the consumer is ready (/readyz)."""
+    log, port = work / f"{name}.log", free_port()
+    proc = start_rtvi("consume", "--bootstrap-servers", bootstrap, "--topic", topic, "--predictions-topic", f"{topic}-out",
+                "--group", f"bench-{name}", "--inference-url", address, "--metrics-port", str(port),
+                "--metrics-host", "127.0.0.1", "--readiness-interval-s", "1",
                 "--session-timeout-ms", "6000", "--report-interval", "0", "--max-frames", str(frames),
                 "--batch-size", str(args.batch_size), "--max-in-flight", str(args.max_in_flight), log=log)
     if then:
-        while "assigned partitions" not in log.read_text():
+        while not healthy(f"http://127.0.0.1:{port}/readyz"):
             if proc.poll() is not None:
                 raise SystemExit(f"consumer failed:\n{log.read_text()}")
             time.sleep(0.05)
@@ -86,23 +84,25 @@ def main() -> None:
         bootstrap = broker.bootstrap_servers
         ensure_topics(KafkaConfig(bootstrap_servers=bootstrap),
                       {"bulk": 2, "bulk-out": 2, "paced": 1, "paced-out": 1})
-        server = rtvi("serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", "--weights", "none",
+        server = start_rtvi("serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", "--weights", "none",
                       "--precision", args.precision, "--max-batch-size", str(args.max_batch_size),
                       "--threads", str(args.threads), "--instances", str(args.instances), log=work / "serve.log")
         try:
-            producer = rtvi("produce", "--bootstrap-servers", bootstrap, "--topic", "bulk", "--streams", "2",
+            producer = start_rtvi("produce", "--bootstrap-servers", bootstrap, "--topic", "bulk", "--streams", "2",
                             "--max-frames", str(args.frames // 2), "--fps", "0", "--report-interval", "0",
                             log=work / "prefill.log")
             if producer.wait(600) != 0:
                 raise SystemExit((work / "prefill.log").read_text())
-            while "health SERVING" not in (work / "serve.log").read_text():
+            while not serving(f"127.0.0.1:{port}"):
+                if server.poll() is not None:
+                    raise SystemExit((work / "serve.log").read_text())
                 time.sleep(0.2)
             bulk = run_consumer(work, bootstrap, f"127.0.0.1:{port}", "bulk", args.frames, args, "bulk")
             paced_frames = int(args.latency_seconds * 15)
             producers = []
             paced = run_consumer(
                 work, bootstrap, f"127.0.0.1:{port}", "paced", paced_frames, args, "paced",
-                then=lambda: producers.append(rtvi(
+                then=lambda: producers.append(start_rtvi(
                     "produce", "--bootstrap-servers", bootstrap, "--topic", "paced", "--streams", "1",
                     "--max-frames", str(paced_frames), "--fps", "15", "--synthetic-size", "640x480",
                     "--report-interval", "0", log=work / "paced-produce.log")),
@@ -114,9 +114,9 @@ def main() -> None:
     windows += [ceiling.window(5.0) for _ in range(args.ceiling_windows)]
     ceiling.close()
     ceiling_rate = statistics.median(windows)
-    throughput = block_value(bulk, "overall fps")
-    processed = int(block_value(bulk, "frames processed"))
-    p50, p95 = block_value(paced, "p50"), block_value(paced, "p95")
+    throughput = block_value(bulk, "THROUGHPUT.overall fps")
+    processed = int(block_value(bulk, "THROUGHPUT.frames processed"))
+    p50, p95 = block_value(paced, "PROCESSING TIME.p50"), block_value(paced, "PROCESSING TIME.p95")
     ratio = throughput / ceiling_rate
     print_table(
         f"rtvi pipeline: resnet18 {args.precision} channels_last, {args.frames} prefilled 640x480 JPEG frames, "

@@ -81,7 +81,7 @@ def rtvi_command(*args: str) -> list[str]:
 class InferenceServer:
     """`rtvi serve` on loopback with random weights."""
 
-    def __init__(self, tmp_path: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(self, tmp_path: Path, *extra: str, port: int | None = None, env: dict[str, str] | None = None) -> None:
         """Extra flags come after the defaults, so ``--weights PATH`` overrides ``none``."""
         self.port = port or free_port()
         self.metrics_port = free_port()
@@ -92,6 +92,7 @@ class InferenceServer:
                 "--metrics-port", str(self.metrics_port), "--weights", "none", *extra,
             ),
             tmp_path / f"serve-{self.port}.log",
+            env=env,
         )
 
     def wait_serving(self, timeout: float = 120) -> None:
@@ -128,7 +129,7 @@ def server(tmp_path_factory, checkpoint) -> Iterator[InferenceServer]:
     """One fp32 resnet18 server loaded from ``checkpoint``, shared by a module's tests."""
     srv = InferenceServer(
         tmp_path_factory.mktemp("server"), "--max-batch-size", "8", "--max-message-mb", "2", "--weights", str(checkpoint),
-        "--instances", "2", "--threads", "1",
+        "--instances", "2", "--threads", "1", "--precision", "fp32",
     )
     try:
         srv.wait_serving()
@@ -272,3 +273,10 @@ def committed_offsets(broker, group: str, topic: str, partitions: int = 2) -> di
     finally:
         probe.close()
     return {tp.partition: tp.offset for tp in result if tp.offset >= 0}
+
+
+# The real Kubernetes control plane (`kube` fixture): its build starts in the background at
+# collection and its tests run last. Imported at the end: that module uses Proc and free_port.
+from support.kube_session import (  # noqa: E402,F401
+    kube, pytest_collection_finish, pytest_collection_modifyitems, pytest_sessionfinish, pytest_terminal_summary,
+)

@@ -1,13 +1,16 @@
-"""The Helm chart, verified offline: real helm, real Kubernetes schemas, the Redpanda
-CRD and chart schemas from ../shared/redpanda, and the rendered containers run for real.
+"""The Helm chart and its install flow, verified offline: real helm, real Kubernetes schemas,
+the Redpanda CRD and chart schemas from ../shared/redpanda, the operator chart's real values
+schema (in a stub chart, tests/support/stub_operator), and skaffold's published schema.
 
-No Kubernetes API server can run here, so what needs one (scheduling, probes by a real
-kubelet, the operator reconciling) is out of reach; everything else is checked.
+What needs an API server (the install flow itself, server-side validation, scheduling) runs
+elsewhere; the checks here are those that would have caught the install breaking: values the
+operator chart rejects, and custom resources whose CRDs arrive through a hook of the same release.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,14 +21,16 @@ import pytest
 import yaml
 
 from conftest import REPO
+from support.stub_operator import CHART_NAME, CHART_REPOSITORY, CHART_VERSION, build_stub_operator
 from support.tools import helm_binary
 
 CHART = REPO / "charts" / "rtvi"
 REDPANDA_DATA = REPO.parent / "shared" / "redpanda"
+SKAFFOLD_SCHEMA = REPO.parent / "shared" / "skaffold" / "v4beta13.json"
 K8S_VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 VALUES = {"default": [], "dev": ["-f", str(CHART / "values-dev.yaml")],
           "production": ["-f", str(CHART / "values-production.yaml")]}
-SERVING = 1
+HOOK = "helm.sh/hook"
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +39,18 @@ def helm() -> str:
 
 
 @pytest.fixture(scope="module")
-def chart(tmp_path_factory) -> Path:
-    """A copy of the chart with a stub `operator` subchart: the Redpanda chart repository
-    is unreachable here, so `helm dependency build` cannot fetch the real one."""
-    copy = tmp_path_factory.mktemp("chart") / "rtvi"
-    shutil.copytree(CHART, copy)
-    stub = copy / "charts" / "operator"
-    stub.mkdir(parents=True)
-    dep = yaml.safe_load((CHART / "Chart.yaml").read_text())["dependencies"][0]
-    (stub / "Chart.yaml").write_text(f"apiVersion: v2\nname: {dep['name']}\nversion: {dep['version'].replace('x', '1')}\n")
-    return copy
+def chart() -> Path:
+    """The chart as users install it: it has no dependencies, so nothing needs fetching."""
+    return CHART
 
 
-def render(helm: str, chart: Path, *args: str) -> list[dict]:
-    out = subprocess.run([helm, "template", "rtvi", str(chart), "--namespace", "video", *args],
+@pytest.fixture(scope="module")
+def operator_chart(tmp_path_factory) -> Path:
+    return build_stub_operator(tmp_path_factory.mktemp("stub") / "operator")
+
+
+def render(helm: str, chart: Path, *args: str, release: str = "rtvi", namespace: str = "video") -> list[dict]:
+    out = subprocess.run([helm, "template", release, str(chart), "--namespace", namespace, *args],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
@@ -81,6 +84,46 @@ def env_of(container: dict) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
 
+def containers(docs: list[dict], kind: str, suffix: str) -> list[dict]:
+    return one(docs, kind, suffix)["spec"]["template"]["spec"]["containers"]
+
+
+def is_hook(doc: dict) -> bool:
+    return HOOK in (doc["metadata"].get("annotations") or {})
+
+
+def resources_needing_crds_of_the_same_release(docs: list[dict]) -> list[str]:
+    """Objects of one release whose kind only exists once that same release created its CRD,
+    in a hook or beside them in the manifest (crds/ folders are not rendered by `helm template`
+    and are fine: Helm applies them first). Helm maps every object of the main manifest to an
+    API resource before it runs any pre-install hook, so on a fresh cluster these fail with
+    'no matches for kind' (helm/helm#8123, #10030). The stub operator's hook carries the CRDs
+    themselves, where upstream's hook is a Job that applies them: same ordering, but visible."""
+    crds = {(d["spec"]["group"], d["spec"]["names"]["kind"]): "a hook" if is_hook(d) else "the manifest"
+            for d in docs if d["kind"] == "CustomResourceDefinition"}
+    problems = []
+    for doc in docs:
+        group = doc["apiVersion"].rpartition("/")[0]
+        source = crds.get((group, doc["kind"]))
+        if source and not is_hook(doc):
+            problems.append(f"{doc['kind']} {doc['metadata']['name']}: its CRD comes from {source} of the same release")
+    return problems
+
+
+def skaffold_config() -> dict:
+    return yaml.safe_load((REPO / "skaffold.yaml").read_text())
+
+
+def skaffold_releases() -> dict[str, dict]:
+    return {r["name"]: r for r in skaffold_config()["deploy"]["helm"]["releases"]}
+
+
+def set_args(values: dict[str, str]) -> list[str]:
+    return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
+
+
+# --- the chart renders, lints and validates ---------------------------------------------------------
+
 @pytest.mark.parametrize("name", VALUES)
 def test_helm_lint_strict(helm, chart, name):
     out = subprocess.run([helm, "lint", "--strict", str(chart), *VALUES[name]], capture_output=True, text=True)
@@ -92,7 +135,7 @@ EXPECTED_KINDS = {
                 "Redpanda": 1, "Topic": 2},
     "dev": {"Deployment": 2, "Service": 3, "HorizontalPodAutoscaler": 1, "Redpanda": 1, "Topic": 2},
     "production": {"Deployment": 2, "Service": 3, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1,
-                   "Redpanda": 1, "Topic": 2, "ScaledObject": 1, "ServiceMonitor": 2},
+                   "Redpanda": 1, "Topic": 2, "ScaledObject": 1, "TriggerAuthentication": 1, "ServiceMonitor": 2},
 }
 
 
@@ -100,8 +143,7 @@ EXPECTED_KINDS = {
 def test_rendered_manifests_pass_kubernetes_schemas(helm, chart, name, tmp_path):
     docs = render(helm, chart, *VALUES[name], "--set", "producer.enabled=true")
     kinds = {k: len(by_kind(docs, k)) for k in {d["kind"] for d in docs}}
-    for kind, count in {**EXPECTED_KINDS[name], "Job": 1}.items():
-        assert kinds.get(kind) == count, f"{name}: expected {count} {kind}, rendered {kinds}"
+    assert kinds == {**EXPECTED_KINDS[name], "Job": 1}, f"{name}: rendered {kinds}"
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(yaml.safe_dump_all(docs))
     validator = Path(sys.executable).with_name("kubernetes-validate")
@@ -130,15 +172,196 @@ def test_redpanda_resources_validate_against_operator_schemas(helm, chart, name)
         assert topic["spec"]["cluster"]["clusterRef"]["name"] == redpanda["metadata"]["name"]
         for key, value in topic["spec"]["additionalConfig"].items():
             assert value.lstrip("-").isdigit(), f"{key}={value!r}: Redpanda wants an integer (helm renders big numbers as floats)"
-    assert {t["metadata"]["name"] for t in by_kind(docs, "Topic")} == {"frames", "predictions"}
+    # Resource names carry the release; the Kafka topic names are what the clients use.
+    topics = {t["metadata"]["name"]: t["spec"]["overwriteTopicName"] for t in by_kind(docs, "Topic")}
+    assert topics == {"rtvi-frames": "frames", "rtvi-predictions": "predictions"}
+    consumer = env_of(containers(docs, "Deployment", "-consumer")[0])
+    assert {consumer["RTVI_TOPIC"], consumer["RTVI_PREDICTIONS_TOPIC"]} == set(topics.values())
 
 
-def test_port_forward_listener_advertises_loopback(helm, chart):
-    redpanda = one(render(helm, chart), "Redpanda", "-redpanda")["spec"]["clusterSpec"]
-    listener = redpanda["listeners"]["kafka"]["external"]["portforward"]
-    assert listener["enabled"] and listener["port"] == listener["advertisedPorts"][0] == 19094
-    assert redpanda["external"]["addresses"] == ["127.0.0.1"]
+def test_two_releases_in_one_namespace_share_no_resource_name(helm, chart):
+    first, second = (render(helm, chart, release=name) for name in ("cams-north", "cams-south"))
+    names = [{(d["kind"], d["metadata"]["name"]) for d in docs} for docs in (first, second)]
+    assert not names[0] & names[1], names[0] & names[1]
+    groups = {env_of(containers(docs, "Deployment", "-consumer")[0])["RTVI_GROUP"] for docs in (first, second)}
+    assert groups == {"cams-north-rtvi-consumer", "cams-south-rtvi-consumer"}
 
+
+# --- the operator: its own release, its real values schema, CRDs before custom resources ---------
+
+def test_the_chart_has_no_operator_inside(chart):
+    """One cluster-wide operator, installed once before any rtvi release: nothing to lock, and no
+    release can bring a second operator or CRDs that arrive after its own custom resources."""
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    assert not meta.get("dependencies") and not (chart / "charts").exists()
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    assert "operator" not in values
+
+
+def test_operator_values_are_checked_against_the_real_schema(helm, operator_chart):
+    # The values skaffold.yaml (and the README) install the operator with pass the real schema ...
+    operator = skaffold_releases()["redpanda-controller"]
+    render(helm, operator_chart, *set_args(operator["setValues"]), release="redpanda-controller",
+           namespace=operator["namespace"])
+    # ... and the value that broke the old subchart layout fails, as with the real chart.
+    out = subprocess.run([helm, "template", "x", str(operator_chart), "--set", "enabled=true"], capture_output=True,
+                         text=True)
+    assert out.returncode != 0 and "Additional property enabled is not allowed" in out.stderr, out.stderr
+
+
+def test_the_operator_release_installs_the_crds_the_chart_needs(helm, chart, operator_chart):
+    operator = skaffold_releases()["redpanda-controller"]
+    hooks = render(helm, operator_chart, *set_args(operator["setValues"]), release="redpanda-controller")
+    installed = {(d["spec"]["group"], d["spec"]["names"]["kind"])
+                 for d in hooks if d["kind"] == "CustomResourceDefinition"}
+    for name in VALUES:
+        for doc in render(helm, chart, *VALUES[name]):
+            group = doc["apiVersion"].rpartition("/")[0]
+            if group.endswith("redpanda.com"):
+                assert (group, doc["kind"]) in installed, (name, doc["kind"])
+
+
+@pytest.mark.parametrize("release", ["rtvi", "redpanda-controller"])
+def test_no_release_creates_custom_resources_whose_crds_it_installs_itself(helm, chart, operator_chart, release):
+    config = skaffold_releases()[release]
+    if release == "redpanda-controller":
+        docs = render(helm, operator_chart, *set_args(config["setValues"]), release=release)
+        assert any(is_hook(d) and d["kind"] == "CustomResourceDefinition" for d in docs), "the stub lost its CRD hook"
+        assert resources_needing_crds_of_the_same_release(docs) == []
+    else:
+        for name in VALUES:
+            assert resources_needing_crds_of_the_same_release(render(helm, chart, *VALUES[name])) == [], name
+
+
+def test_stub_operator_folder_variant_needs_no_hook(helm, tmp_path):
+    """The hook-free variant for API-server harnesses: the same CRDs from crds/, applied first."""
+    folder = build_stub_operator(tmp_path / "operator", crds="folder")
+    docs = render(helm, folder, "--set", "crds.enabled=true", "--include-crds", release="redpanda-controller")
+    crds = {d["spec"]["names"]["kind"] for d in docs if d["kind"] == "CustomResourceDefinition"}
+    assert crds == {"Redpanda", "Topic"} and not any(is_hook(d) for d in docs)
+    assert [d["metadata"]["name"] for d in by_kind(docs, "Deployment")] == ["redpanda-controller-operator"]
+
+
+def test_the_ordering_check_catches_the_old_subchart_layout(helm, tmp_path):
+    """The layout that broke every fresh install: the operator as a subchart with crds.enabled."""
+    bundled = tmp_path / "rtvi"
+    shutil.copytree(CHART, bundled)
+    (bundled / "values.schema.json").unlink()  # rtvi's schema rightly refuses an `operator` key
+    build_stub_operator(bundled / "charts" / CHART_NAME)
+    meta = yaml.safe_load((bundled / "Chart.yaml").read_text())
+    meta["dependencies"] = [{"name": CHART_NAME, "version": CHART_VERSION, "repository": CHART_REPOSITORY}]
+    (bundled / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    problems = resources_needing_crds_of_the_same_release(render(helm, bundled, "--set", "operator.crds.enabled=true"))
+    assert sorted(p.split(":")[0] for p in problems) == ["Redpanda rtvi-redpanda", "Topic rtvi-frames",
+                                                          "Topic rtvi-predictions"], problems
+    assert all("comes from a hook" in p for p in problems)
+
+
+# --- skaffold ------------------------------------------------------------------------------------
+
+def test_skaffold_yaml_validates_against_its_schema():
+    schema = json.loads(SKAFFOLD_SCHEMA.read_text())
+    config = skaffold_config()
+    jsonschema.validate(config, schema)
+    broken = merge(config, {"deploy": {"helm": {"releases": [{"name": "rtvi", "chart": "charts/rtvi"}]}}})
+    with pytest.raises(jsonschema.ValidationError, match="'chart' was unexpected"):
+        jsonschema.validate(broken, schema)
+
+
+def deploy_order(releases: list[dict]) -> list[str]:
+    """Skaffold's order: dependencies first, otherwise as listed (its helm dependency graph)."""
+    order: list[str] = []
+    by_name = {r["name"]: r for r in releases}
+
+    def visit(name: str) -> None:
+        if name not in order:
+            for dep in by_name[name].get("dependsOn", []):
+                visit(dep)
+            order.append(name)
+
+    for release in releases:
+        visit(release["name"])
+    return order
+
+
+def test_skaffold_installs_the_operator_first_and_deletes_it_last():
+    releases = skaffold_config()["deploy"]["helm"]["releases"]
+    assert deploy_order(releases) == ["redpanda-controller", "rtvi"]
+    assert [r["name"] for r in releases] == ["rtvi", "redpanda-controller"], "skaffold deletes in list order"
+    operator = skaffold_releases()["redpanda-controller"]
+    assert (operator["repo"], operator["remoteChart"], operator["version"]) == (CHART_REPOSITORY, CHART_NAME,
+                                                                                 CHART_VERSION)
+    assert operator["setValues"] == {"crds.enabled": "true"} and operator["wait"] is True
+    assert skaffold_releases()["rtvi"]["wait"] is True
+
+
+def test_skaffold_builds_the_chart_images_and_wires_them(helm, chart):
+    config = skaffold_config()
+    artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(artifacts) == {values["inference"]["image"]["repository"], values["consumer"]["image"]["repository"]}
+    for artifact in artifacts.values():
+        assert (REPO / artifact["context"] / artifact["docker"]["dockerfile"]).is_file()
+    release = skaffold_releases()["rtvi"]
+    assert (REPO / release["chartPath"]) == CHART
+    for values_file in release["valuesFiles"]:
+        assert (REPO / values_file).is_file()
+    for profile in config["profiles"]:
+        for patch in profile.get("patches", []):
+            index = int(patch["path"].split("/")[4])
+            assert config["deploy"]["helm"]["releases"][index]["name"] == "rtvi", patch
+    templates = release["setValueTemplates"]
+    for component in ("inference", "consumer"):
+        key = values[component]["image"]["repository"].replace("-", "_")
+        assert templates[f"{component}.image.repository"] == f"{{{{.IMAGE_REPO_{key}}}}}"
+        assert templates[f"{component}.image.tag"] == f"{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}"
+    # The value paths skaffold sets exist and render into the containers.
+    docs = render(helm, chart, *release_values(release), *set_args({
+        "inference.image.repository": "reg/inf", "inference.image.tag": "t1",
+        "consumer.image.repository": "reg/con", "consumer.image.tag": "t2"}), namespace=release["namespace"])
+    images = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+              for d in by_kind(docs, "Deployment")}
+    assert sorted(images.values()) == ["reg/con:t2", "reg/inf:t1"]
+    services = {d["metadata"]["name"]: {p["port"] for p in d["spec"]["ports"]} for d in by_kind(docs, "Service")}
+    redpanda = one(docs, "Redpanda", "-redpanda")
+    for forward in config["portForward"]:
+        assert forward["namespace"] == release["namespace"]
+        if forward["resourceType"] == "service":
+            assert forward["port"] in services.get(forward["resourceName"], set()), (forward, services)
+        else:  # the broker pod's port-forward listener
+            listener = redpanda["spec"]["clusterSpec"]["listeners"]["kafka"]["external"]["default"]
+            assert forward["resourceName"] == f"{redpanda['metadata']['name']}-0"
+            assert forward["port"] == listener["port"]
+
+
+def release_values(release: dict) -> list[str]:
+    return [arg for path in release.get("valuesFiles", []) for arg in ("-f", str(REPO / path))]
+
+
+# --- networking: the port-forward listener -----------------------------------------------------------
+
+def advertised_kafka_listeners(cluster_spec: dict) -> dict[str, dict]:
+    """The external Kafka listeners the Redpanda chart advertises: every one it has, enabled or not."""
+    defaults = yaml.safe_load((REDPANDA_DATA / "redpanda-chart-values.yaml").read_text())
+    return merge(defaults, cluster_spec)["listeners"]["kafka"]["external"]
+
+
+def test_port_forward_listener_is_the_only_advertised_one(helm, chart):
+    spec = one(render(helm, chart), "Redpanda", "-redpanda")["spec"]["clusterSpec"]
+    listeners = advertised_kafka_listeners(spec)
+    assert list(listeners) == ["default"], listeners
+    assert listeners["default"]["port"] == 19094 and listeners["default"]["advertisedPorts"] == [19094]
+    assert spec["external"] == {"enabled": True, "service": {"enabled": False}, "addresses": ["127.0.0.1"]}
+
+
+def test_port_forward_settings_stay_out_of_the_base_values(helm, chart):
+    assert "external" not in yaml.safe_load((chart / "values.yaml").read_text())["redpanda"]["clusterSpec"]
+    spec = one(render(helm, chart, *VALUES["production"]), "Redpanda", "-redpanda")["spec"]["clusterSpec"]
+    assert spec["external"] == {"enabled": False} and "listeners" not in spec
+    assert "127.0.0.1" not in json.dumps(spec)
+
+
+# --- wiring ----------------------------------------------------------------------------------------
 
 def test_wiring(helm, chart):
     docs = render(helm, chart)
@@ -147,8 +370,15 @@ def test_wiring(helm, chart):
     port = container["ports"][0]["containerPort"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == port
-        assert container[probe]["grpc"]["service"] == "inference.GRPCInferenceService"
-    assert env_of(container)["RTVI_PORT"] == str(port)
+        assert container[probe]["timeoutSeconds"] >= 5, probe
+    # The serving contract: readiness service for startup and readiness, "liveness" for liveness.
+    assert container["startupProbe"]["grpc"]["service"] == "inference.GRPCInferenceService"
+    assert container["readinessProbe"]["grpc"]["service"] == "inference.GRPCInferenceService"
+    assert container["livenessProbe"]["grpc"]["service"] == "liveness"
+    env = env_of(container)
+    assert env["RTVI_PORT"] == str(port)
+    assert env["RTVI_PRECISION"] == "auto" and env["RTVI_ENGINE"] == "auto"
+    assert "RTVI_LIVENESS_TIMEOUT_S" not in env
     service = one(docs, "Service", "-inference")
     headless = one(docs, "Service", "-inference-headless")
     assert headless["spec"]["clusterIP"] == "None"
@@ -160,12 +390,18 @@ def test_wiring(helm, chart):
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                             "name": inference["metadata"]["name"]}
     assert "replicas" not in inference["spec"], "the HPA owns the replica count"
-    consumer = one(docs, "Deployment", "-consumer")["spec"]["template"]["spec"]["containers"][0]
+    consumer = containers(docs, "Deployment", "-consumer")[0]
     env = env_of(consumer)
     assert env["RTVI_INFERENCE_URL"] == f"dns:///{headless['metadata']['name']}:{port}"
     redpanda = one(docs, "Redpanda", "-redpanda")
     assert env["RTVI_BOOTSTRAP_SERVERS"] == f"{redpanda['metadata']['name']}.video.svc.cluster.local:9093"
-    assert env["RTVI_TOPIC"] == "frames" and env["RTVI_PREDICTIONS_TOPIC"] == "predictions"
+    assert "RTVI_SECURITY_PROTOCOL" not in env, "TLS is off in the default clusterSpec"
+    assert env["RTVI_GROUP"] == "rtvi-consumer"
+    # The real-time contract: HTTP health on the metrics port.
+    metrics_port = next(p for p in consumer["ports"] if p["name"] == "metrics")
+    assert metrics_port["containerPort"] == int(env["RTVI_METRICS_PORT"])
+    assert consumer["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert consumer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     for doc in docs:
         pod = doc.get("spec", {}).get("template", {}).get("spec")
         for c in (pod or {}).get("containers", []):
@@ -175,26 +411,160 @@ def test_wiring(helm, chart):
             assert pod["securityContext"]["runAsNonRoot"] is True
 
 
-def test_external_kafka_with_sasl_from_a_secret(helm, chart):
-    docs = render(helm, chart, "--set", "redpanda.enabled=false", "--set", "kafka.bootstrapServers=kafka:9092",
-                  "--set", "kafka.securityProtocol=SASL_SSL", "--set", "kafka.sasl.mechanism=SCRAM-SHA-512",
-                  "--set", "kafka.sasl.username=rtvi", "--set", "kafka.sasl.passwordSecret.name=kafka-auth")
+def test_liveness_timeout_is_passed_when_set(helm, chart):
+    docs = render(helm, chart, "--set", "inference.livenessTimeoutSeconds=45")
+    container = containers(docs, "Deployment", "-inference")[0]
+    assert env_of(container)["RTVI_LIVENESS_TIMEOUT_S"] == "45"
+
+
+def threads_env(helm, chart, *args: str) -> dict:
+    container = containers(render(helm, chart, *args), "Deployment", "-inference")[0]
+    return next(e for e in container["env"] if e["name"] == "RTVI_THREADS")
+
+
+def test_threads_follow_the_cpu_request(helm, chart):
+    # One instance: the kubelet's own view of the request (rounded up), whatever LimitRanges add.
+    assert threads_env(helm, chart)["valueFrom"] == {"resourceFieldRef": {
+        "containerName": "inference", "resource": "requests.cpu", "divisor": "1"}}
+    # Several instances share the request.
+    cases = {("2", "4"): "2", ("2", "3"): "1", ("4", "4000m"): "1", ("3", "7"): "2", ("8", "2"): "1"}
+    for (instances, cpu), threads in cases.items():
+        env = threads_env(helm, chart, "--set", f"inference.instances={instances}",
+                          "--set-string", f"inference.resources.requests.cpu={cpu}")
+        assert env == {"name": "RTVI_THREADS", "value": threads}, (instances, cpu, env)
+    assert threads_env(helm, chart, "--set", "inference.threads=3") == {"name": "RTVI_THREADS", "value": "3"}
+
+
+def test_the_pdb_never_blocks_a_drain(helm, chart):
+    for name in ("default", "production"):
+        pdb = by_kind(render(helm, chart, *VALUES[name]), "PodDisruptionBudget")[0]["spec"]
+        assert pdb == {"maxUnavailable": 1, "selector": pdb["selector"]}, pdb
+    assert "maxUnavailable" in render_error(helm, chart, "--set", "inference.pdb.maxUnavailable=0")
+
+
+# --- Kafka security: the variables rtvi's KafkaConfig reads ------------------------------------------
+
+KAFKA_SECRET_ENV = {"RTVI_SECURITY_PROTOCOL", "RTVI_SASL_MECHANISM", "RTVI_SASL_USERNAME", "RTVI_SASL_PASSWORD",
+                    "RTVI_SSL_CA_LOCATION"}
+
+
+def kafka_clients(docs: list[dict]) -> list[tuple[dict, dict]]:
+    """(pod spec, container) of the consumer Deployment and the producer Job."""
+    pods = [one(docs, "Deployment", "-consumer"), by_kind(docs, "Job")[0]]
+    return [(p["spec"]["template"]["spec"], p["spec"]["template"]["spec"]["containers"][0]) for p in pods]
+
+
+def assert_kafka_security(pod: dict, container: dict, protocol: str, sasl: tuple | None, ca: tuple | None) -> None:
+    env = {e["name"]: e for e in container["env"] if e["name"] in KAFKA_SECRET_ENV}
+    expected = {"RTVI_SECURITY_PROTOCOL"}
+    assert env["RTVI_SECURITY_PROTOCOL"]["value"] == protocol
+    if sasl:
+        mechanism, username, secret, key = sasl
+        expected |= {"RTVI_SASL_MECHANISM", "RTVI_SASL_USERNAME", "RTVI_SASL_PASSWORD"}
+        assert env["RTVI_SASL_MECHANISM"]["value"] == mechanism
+        assert env["RTVI_SASL_USERNAME"]["value"] == username
+        assert env["RTVI_SASL_PASSWORD"] == {"name": "RTVI_SASL_PASSWORD",
+                                             "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+    if ca:
+        secret, key = ca
+        expected.add("RTVI_SSL_CA_LOCATION")
+        location = Path(env["RTVI_SSL_CA_LOCATION"]["value"])
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(location.parent))
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] == secret
+        assert {"key": key, "path": location.name} in volume["secret"]["items"], volume
+    assert set(env) == expected, set(env)
+
+
+def test_kafka_variables_are_those_kafka_config_reads():
+    from rtvi._private.settings import env_name
+    from rtvi.streaming.kafka_config import KafkaConfig
+    fields = {env_name(f) for f in KafkaConfig.__dataclass_fields__}
+    assert KAFKA_SECRET_ENV | {"RTVI_BOOTSTRAP_SERVERS", "RTVI_MAX_FRAME_BYTES"} <= fields
+
+
+def test_external_kafka_with_sasl_and_tls(helm, chart):
+    docs = render(helm, chart, "--set", "producer.enabled=true", "--set", "consumer.keda.enabled=true", *set_args({
+        "redpanda.enabled": "false", "kafka.bootstrapServers": "kafka:9093", "kafka.securityProtocol": "SASL_SSL",
+        "kafka.sasl.mechanism": "SCRAM-SHA-512", "kafka.sasl.username": "rtvi",
+        "kafka.sasl.passwordSecret.name": "kafka-auth", "kafka.tls.caSecret.name": "kafka-ca",
+        "kafka.tls.caSecret.key": "root.pem"}))
     assert not by_kind(docs, "Redpanda") and not by_kind(docs, "Topic")
-    consumer = one(docs, "Deployment", "-consumer")["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e for e in consumer["env"]}
-    assert env["RTVI_BOOTSTRAP_SERVERS"]["value"] == "kafka:9092"
-    assert env["RTVI_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-auth", "key": "password"}
+    for pod, container in kafka_clients(docs):
+        assert env_of(container)["RTVI_BOOTSTRAP_SERVERS"] == "kafka:9093"
+        assert_kafka_security(pod, container, "SASL_SSL", ("SCRAM-SHA-512", "rtvi", "kafka-auth", "password"),
+                              ("kafka-ca", "root.pem"))
+    trigger = by_kind(docs, "ScaledObject")[0]["spec"]["triggers"][0]
+    assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
+    auth = by_kind(docs, "TriggerAuthentication")[0]
+    assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    assert auth["spec"]["env"] == [{"parameter": "username", "name": "RTVI_SASL_USERNAME", "containerName": "consumer"}]
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "kafka-auth", "key": "password"},
+                                               {"parameter": "ca", "name": "kafka-ca", "key": "root.pem"}]
     assert "kafka.bootstrapServers is required" in render_error(helm, chart, "--set", "redpanda.enabled=false")
 
+
+def test_external_kafka_plaintext_and_tls_only(helm, chart):
+    base = {"redpanda.enabled": "false", "kafka.bootstrapServers": "kafka:9092", "producer.enabled": "true"}
+    docs = render(helm, chart, *set_args(base))
+    for _, container in kafka_clients(docs):
+        assert not KAFKA_SECRET_ENV & set(env_of(container)), "PLAINTEXT is the clients' default"
+        assert "volumeMounts" not in container
+    docs = render(helm, chart, *set_args({**base, "kafka.securityProtocol": "SSL", "kafka.tls.caSecret.name": "ca"}))
+    for pod, container in kafka_clients(docs):
+        assert_kafka_security(pod, container, "SSL", None, ("ca", "ca.crt"))
+
+
+def test_redpanda_tls_and_sasl_switch_every_client(helm, chart):
+    secure = {"redpanda.clusterSpec.tls.enabled": "true", "redpanda.clusterSpec.auth.sasl.enabled": "true",
+              "kafka.sasl.username": "rtvi", "kafka.sasl.passwordSecret.name": "rtvi-user",
+              "producer.enabled": "true", "consumer.keda.enabled": "true"}
+    docs = render(helm, chart, *set_args(secure))
+    for pod, container in kafka_clients(docs):
+        assert_kafka_security(pod, container, "SASL_SSL", ("SCRAM-SHA-512", "rtvi", "rtvi-user", "password"),
+                              ("rtvi-redpanda-default-cert", "ca.crt"))
+    trigger = by_kind(docs, "ScaledObject")[0]["spec"]["triggers"][0]
+    assert trigger["metadata"]["tls"] == "enable" and trigger["metadata"]["sasl"] == "scram_sha512"
+    auth = by_kind(docs, "TriggerAuthentication")[0]["spec"]
+    assert {r["parameter"] for r in auth["secretTargetRef"]} == {"password", "ca"}
+    # The production example turns TLS on alone: SSL with the broker certificate's CA.
+    docs = render(helm, chart, *VALUES["production"], "--set", "producer.enabled=true")
+    for pod, container in kafka_clients(docs):
+        assert_kafka_security(pod, container, "SSL", None, ("rtvi-redpanda-default-cert", "ca.crt"))
+    # A clusterSpec without tls gets the Redpanda chart's default: TLS on.
+    docs = render(helm, chart, "--set", "redpanda.clusterSpec.tls=null", "--set", "producer.enabled=true")
+    for pod, container in kafka_clients(docs):
+        assert env_of(container)["RTVI_SECURITY_PROTOCOL"] == "SSL"
+    # A certificate from the user's own Secret without a CA in it: trust its tls.crt, as the chart's rpk does.
+    docs = render(helm, chart, *set_args({"redpanda.clusterSpec.tls.enabled": "true",
+                                          "redpanda.clusterSpec.tls.certs.default.secretRef.name": "broker-tls",
+                                          "redpanda.clusterSpec.tls.certs.default.caEnabled": "false"}))
+    pod = one(docs, "Deployment", "-consumer")["spec"]["template"]["spec"]
+    assert_kafka_security(pod, pod["containers"][0], "SSL", None, ("broker-tls", "tls.crt"))
+
+
+# --- wrong values fail at render, with one clear line --------------------------------------------
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "inference.port=grpc"], "inference.port: Invalid type. Expected: integer, given: string"),
     (["--set", "consumer.replicas=7"], "consumer.replicas (7) exceeds topics.frames.partitions (6)"),
-    (["--set", "inference.precision=fp8"], 'inference.precision must be one of the following: "fp32", "bf16", "fp16"'),
+    (["--set", "inference.precision=fp8"],
+     'inference.precision must be one of the following: "auto", "fp32", "bf16", "fp16"'),
+    (["--set", "inference.engine=tensorrt"], "inference.engine must be one of the following"),
     (["--set", "consumer.batchSize=32"], "consumer.batchSize (32) exceeds inference.maxBatchSize (16)"),
     (["--set", "inference.terminationGracePeriodSeconds=10"], "terminationGracePeriodSeconds must exceed"),
     (["--set", "consumer.keda.enabled=true", "--set", "consumer.keda.maxReplicaCount=20"],
      "consumer.keda.maxReplicaCount (20) exceeds topics.frames.partitions (6)"),
+    (["--set", "operator.enabled=true"], "Additional property operator is not allowed"),
+    (["--set", "redpanda.clusterSpec.statefulset.replicas=3"], "redpanda.portForward reaches one broker"),
+    (["--set", "redpanda.clusterSpec.auth.sasl.enabled=true"], "kafka.sasl.username is required when Kafka uses SASL"),
+    (["--set", "redpanda.enabled=false", "--set", "kafka.bootstrapServers=k:9092", "--set",
+      "kafka.securityProtocol=SASL_SSL"], "kafka.securityProtocol SASL_SSL needs kafka.sasl.mechanism"),
+    (["--set", "redpanda.enabled=false", "--set", "kafka.bootstrapServers=k:9092", "--set",
+      "kafka.sasl.mechanism=PLAIN"], "kafka.sasl.mechanism is set but kafka.securityProtocol PLAINTEXT has no SASL"),
+    (["--set", "kafka.sasl.mechanism=PLAIN"], "kafka.sasl.mechanism is set but the chart's Redpanda has SASL off"),
+    (["--set", "inference.instances=2", "--set", "inference.resources.requests.cpu=0"],
+     "set that request, or set inference.threads"),
 ])
 def test_wrong_values_fail_with_a_clear_message(helm, chart, args, message):
     assert message in render_error(helm, chart, *args)
@@ -204,32 +574,45 @@ def test_wrong_values_fail_with_a_clear_message(helm, chart, args, message):
     assert message in lint.stdout + lint.stderr
 
 
-def test_skaffold_builds_the_chart_images_and_wires_them(helm, chart):
-    config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
-    assert config["apiVersion"].startswith("skaffold/v4beta")
-    artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert set(artifacts) == {values["inference"]["image"]["repository"], values["consumer"]["image"]["repository"]}
-    for artifact in artifacts.values():
-        assert (REPO / artifact["context"] / artifact["docker"]["dockerfile"]).is_file()
-    release = config["deploy"]["helm"]["releases"][0]
-    assert (REPO / release["chartPath"]) == CHART
-    for values_file in release["valuesFiles"]:
-        assert (REPO / values_file).is_file()
-    templates = release["setValueTemplates"]
-    for component in ("inference", "consumer"):
-        image = values[component]["image"]["repository"]
-        key = image.replace("-", "_")
-        assert templates[f"{component}.image.repository"] == f"{{{{.IMAGE_REPO_{key}}}}}"
-        assert templates[f"{component}.image.tag"] == f"{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}"
-    # The value paths skaffold sets exist and render into the containers.
-    docs = render(helm, chart, *[a for k, v in {"inference.image.repository": "reg/inf", "inference.image.tag": "t1",
-                                              "consumer.image.repository": "reg/con", "consumer.image.tag": "t2"}.items()
-                                for a in ("--set", f"{k}={v}")])
-    images = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
-              for d in by_kind(docs, "Deployment")}
-    assert sorted(images.values()) == ["reg/con:t2", "reg/inf:t1"]
-    forwards = {(p["resourceName"], p["port"]) for p in config["portForward"]}
-    services = {d["metadata"]["name"]: {p["port"] for p in d["spec"]["ports"]} for d in by_kind(docs, "Service")}
-    for name, port in forwards:
-        assert port in services.get(name, set()), (name, port, services)
+# --- the standalone producer Job ----------------------------------------------------------------
+
+def test_standalone_producer_job_matches_the_readme_release(helm, chart, tmp_path):
+    """k8s/producer-job.yaml targets release "rtvi" in whatever namespace it is created in."""
+    job = yaml.safe_load((REPO / "k8s" / "producer-job.yaml").read_text())
+    assert "namespace" not in job["metadata"], "kubectl -n decides the namespace"
+    docs = render(helm, chart, "--set", "producer.enabled=true", namespace="rtvi")
+    chart_job = by_kind(docs, "Job")[0]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    chart_container = chart_job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == chart_container["image"], "the chart's default image and tag"
+    assert container["args"] == chart_container["args"]
+    env, chart_env = env_of(container), env_of(chart_container)
+    service, _, port = env["RTVI_BOOTSTRAP_SERVERS"].partition(":")
+    chart_host, _, chart_port = chart_env["RTVI_BOOTSTRAP_SERVERS"].partition(":")
+    assert chart_host == f"{service}.rtvi.svc.cluster.local" and port == chart_port
+    assert env["RTVI_TOPIC"] == chart_env["RTVI_TOPIC"]
+    for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"):
+        assert job["metadata"]["labels"][key] == chart_job["metadata"]["labels"][key]
+    validator = Path(sys.executable).with_name("kubernetes-validate")
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump({**job, "metadata": {**job["metadata"], "name": "x"}}))
+    out = subprocess.run([str(validator), "--strict", "-k", K8S_VERSIONS[-1], str(manifest)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_readme_install_commands_match_skaffold():
+    """The README's operator command installs what skaffold installs, and the uninstall goes in
+    the upstream order: the release's resources first, the operator last."""
+    readme = (REPO / "README.md").read_text()
+    operator = skaffold_releases()["redpanda-controller"]
+    install = re.search(r"helm upgrade --install redpanda-controller .*?(?=\n\n|\n```)", readme, re.S).group(0)
+    for fragment in (f"--repo {CHART_REPOSITORY}", f"--version {CHART_VERSION}", f"--namespace {operator['namespace']}",
+                     "--set crds.enabled=true", "--wait", " operator "):
+        assert fragment in install, (fragment, install)
+    rtvi = skaffold_releases()["rtvi"]
+    assert re.search(rf"helm upgrade --install rtvi charts/rtvi --namespace {rtvi['namespace']} ", readme)
+    release = readme.index(f"helm uninstall rtvi --namespace {rtvi['namespace']} --wait")
+    topics = readme.index(f"kubectl -n {rtvi['namespace']} delete topics.cluster.redpanda.com")
+    controller = readme.index(f"helm uninstall redpanda-controller --namespace {operator['namespace']}")
+    assert topics < release < controller, "topics, then the release, then the operator"

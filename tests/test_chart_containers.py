@@ -1,18 +1,23 @@
 """The chart's rendered containers, run for real as local processes.
 
 Each container's image entrypoint (`rtvi`) runs with the rendered args and env, as the
-kubelet would start it. Only what a cluster provides is substituted: loopback instead of
+kubelet would start it (resolving downward-API variables from the rendered resources, as
+the kubelet does). Only what a cluster provides is substituted: loopback instead of
 0.0.0.0, the test broker instead of cluster DNS, and random weights (the image bakes
-the pretrained ones in). The inference container is then probed the way the kubelet's
-native gRPC probe does: grpc.health.v1 Check on the rendered probe port and service.
+the pretrained ones in). The containers are then probed the way the kubelet's probes do:
+grpc.health.v1 Check on the inference container's rendered port and services, HTTP GET on
+the consumer's rendered paths and port.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import yaml
 
@@ -26,9 +31,39 @@ def container(doc: dict) -> dict:
     return doc["spec"]["template"]["spec"]["containers"][0]
 
 
+def cpu_cores(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def downward_value(rendered: dict, ref: dict) -> str:
+    """A resourceFieldRef as the kubelet resolves it: the container's CPU request, rounded up."""
+    assert ref["resource"] == "requests.cpu" and ref.get("divisor", "1") == "1", ref
+    assert ref["containerName"] == rendered["name"]
+    return str(math.ceil(cpu_cores(str(rendered["resources"]["requests"]["cpu"]))))
+
+
 def process_env(rendered: dict, **overrides: str) -> dict[str, str]:
-    env = {e["name"]: str(e["value"]) for e in rendered.get("env", []) if "value" in e}
+    env = {}
+    for e in rendered.get("env", []):
+        if "value" in e:
+            env[e["name"]] = str(e["value"])
+        elif "resourceFieldRef" in e.get("valueFrom", {}):
+            env[e["name"]] = downward_value(rendered, e["valueFrom"]["resourceFieldRef"])
     return {**{k: v for k, v in os.environ.items() if not k.startswith("RTVI_")}, **env, **overrides}
+
+
+def http_probe(container: dict, probe: str) -> int | None:
+    """The kubelet's httpGet probe: the status code, or None when nothing answers."""
+    get = container[probe]["httpGet"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == get["port"])
+    url = f"http://127.0.0.1:{port}{get['path']}"
+    try:
+        with urllib.request.urlopen(url, timeout=container[probe]["timeoutSeconds"]) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
 
 
 def start(rendered: dict, log, **overrides: str) -> Proc:
@@ -48,7 +83,7 @@ def test_rendered_containers_run_and_the_probe_passes(helm, chart, broker, tmp_p
         "--set", f"topics.frames.name={topics['frames']}", "--set", f"topics.predictions.name={topics['predictions']}",
         "--set", "topics.frames.partitions=2", "--set", "topics.predictions.partitions=2",
         "--set", "producer.enabled=true", "--set", "producer.streams=2", "--set", "producer.fps=5",
-        "--set", "producer.duration=3", "--set", "producer.syntheticSize=320x240", "--set", "inference.precision=bf16",
+        "--set", "producer.duration=3", "--set", "producer.syntheticSize=320x240", "--set", "inference.precision=fp32",
     ]
     out = subprocess.run([helm, "template", "rtvi", str(chart), *values], capture_output=True, text=True, check=True)
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
@@ -58,6 +93,7 @@ def test_rendered_containers_run_and_the_probe_passes(helm, chart, broker, tmp_p
     server = start(inference, tmp_path / "inference.log", RTVI_HOST="127.0.0.1", RTVI_WEIGHTS="none")
     consumer = producer = None
     try:
+        assert process_env(inference)["RTVI_THREADS"] == "2", "the default request: 2 CPUs"
         probe = inference["startupProbe"]["grpc"]
         address = f"127.0.0.1:{probe['port']}"
         budget = inference["startupProbe"]["periodSeconds"] * inference["startupProbe"]["failureThreshold"]
@@ -78,6 +114,8 @@ def test_rendered_containers_run_and_the_probe_passes(helm, chart, broker, tmp_p
         predictions = read_predictions(broker, topics["predictions"], 30, timeout=120)
         assert len(predictions) == 30, consumer.output
         assert all("top" in p for p in predictions)
+        for kind in ("livenessProbe", "readinessProbe"):  # assigned, inference reachable, polling
+            assert http_probe(consumer_container, kind) == 200, (kind, consumer.output)
         assert consumer.terminate() == 0
         assert "frames processed: 30" in consumer.output
     finally:

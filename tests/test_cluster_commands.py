@@ -1,6 +1,6 @@
 """`rtvi loadtest` and `rtvi status`: the Job manifest, the metrics aggregation on real
-consumer output, and clear failures without a cluster. The API calls themselves need a
-real cluster: see test_loadtest_on_a_cluster (RTVI_TEST_CLUSTER=1, e.g. on kind)."""
+consumer output, and clear failures without a cluster. Their API calls run against a real
+API server in tests/test_kube_cluster_commands.py."""
 
 from __future__ import annotations
 
@@ -137,21 +137,3 @@ def test_aggregation_reports_what_the_consumer_measured(tmp_path, broker, topics
     # Mixed sources fall back to the highest per-pod percentile (an upper bound).
     mixed = aggregate([from_block, from_prometheus("b", metrics_text)])
     assert mixed.frames == 120 and mixed.p95_ms == float(block["PROCESSING TIME.p95"])
-
-
-@pytest.mark.cluster
-@pytest.mark.skipif(os.environ.get("RTVI_TEST_CLUSTER") != "1", reason="needs a real cluster: RTVI_TEST_CLUSTER=1")
-def test_loadtest_on_a_cluster():
-    """On kind after `skaffold run -p kind`:  RTVI_TEST_CLUSTER=1 pytest -m cluster"""
-    namespace = os.environ.get("RTVI_TEST_NAMESPACE", "rtvi")
-    out = subprocess.run(rtvi_command("loadtest", "--namespace", namespace, "--release", "rtvi", "--streams", "2",
-                                      "--fps", "5", "--duration", "20", "--output", "json"),
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr
-    import json
-
-    result = json.loads(out.stdout)
-    assert result["succeeded"] and result["frames"] >= 150 and result["failed"] == 0
-    status = subprocess.run(rtvi_command("status", "--namespace", namespace, "--release", "rtvi"),
-                            capture_output=True, text=True, timeout=60)
-    assert status.returncode == 0 and "deployment" in status.stdout

@@ -1,7 +1,9 @@
-"""Both images built from the Dockerfiles as they are (only build args differ) and run
+"""The images built from the Dockerfiles as they are (only build args differ) and run
 for real on a private Docker engine: the inference container serves v2 and reports
 SERVING after warm-up, the consumer image's producer and consumer move frames through a
-broker on the host, both run as non-root and stop on SIGTERM within their grace period.
+broker on the host, both run as non-root and stop on SIGTERM within their grace period;
+the ONNX-only inference image (ENGINE=onnx) holds no torch and serves the model its
+builder stage exported.
 
 Here the base image is built from Debian packages (no registry is reachable) and torch
 comes from PyPI (a CUDA build of several GB); users build on python:3.11-slim with the
@@ -25,6 +27,7 @@ from support.docker_engine import DockerEngine, EngineUnavailable
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 CONSUMER_LIMIT_BYTES = 400 * 1000 * 1000
+ONNX_INFERENCE_LIMIT_BYTES = 700 * 1000 * 1000
 GRACE_S = 30
 
 
@@ -48,14 +51,17 @@ def engine():
 def images(engine):
     base = engine.build_base_image()
     built = {}
-    for name, args in {
-        "consumer": [],
-        # torch from PyPI (CUDA build) instead of the CPU index; no weights download offline.
-        "inference": ["--build-arg", "TORCH_INDEX_URL=https://pypi.org/simple", "--build-arg", "WEIGHTS=none"],
+    # torch from PyPI (CUDA build) instead of the CPU index; no weights download offline.
+    torch_args = ["--build-arg", "TORCH_INDEX_URL=https://pypi.org/simple", "--build-arg", "WEIGHTS=none"]
+    for name, (dockerfile, args) in {
+        "consumer": ("Dockerfile.consumer", []),
+        "inference": ("Dockerfile.inference", torch_args),
+        # Reuses the torch image's builder stage (cached) to export the model to ONNX.
+        "inference-onnx": ("Dockerfile.inference", [*torch_args, "--build-arg", "ENGINE=onnx"]),
     }.items():
         tag = f"rtvi-{name}:test"
         started = time.monotonic()
-        out = engine.docker("build", "--network", "host", "-f", f"Dockerfile.{name}", "--build-arg",
+        out = engine.docker("build", "--network", "host", "-f", dockerfile, "--build-arg",
                             f"PYTHON_IMAGE={base}", *args, "-t", tag, ".", cwd=REPO, check=False)
         assert out.returncode == 0, out.stderr[-5000:]
         size = int(engine.docker("image", "inspect", "-f", "{{.Size}}", tag).stdout)
@@ -92,6 +98,42 @@ def test_consumer_image_is_small_and_has_no_torch(engine, images):
     out = engine.docker("run", "--rm", "--entrypoint", "python3", tag, "-c",
                         "import importlib.util as u; print(u.find_spec('torch'), u.find_spec('kubernetes'))")
     assert out.stdout.split() == ["None", "None"]
+
+
+def wait_serving(engine, name: str, address: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while health_status(address, "inference.GRPCInferenceService") != health_pb2.HealthCheckResponse.SERVING:
+        assert time.monotonic() < deadline, logs(engine, name)
+        time.sleep(0.1)
+
+
+def test_onnx_image_has_no_torch_and_serves_its_exported_model(engine, images):
+    tag, size = images["inference-onnx"]
+    _, torch_size = images["inference"]
+    print(f"\nONNX-only inference image: {size / 1e6:.0f} MB (torch image: {torch_size / 1e6:.0f} MB)")
+    assert size < ONNX_INFERENCE_LIMIT_BYTES, f"ONNX-only image is {size / 1e6:.0f} MB"
+    out = engine.docker("run", "--rm", "--entrypoint", "python3", tag, "-c",
+                        "import importlib.util as u; print(*(u.find_spec(m) is not None for m in "
+                        "('torch', 'torchvision', 'onnxruntime')))")
+    assert out.stdout.split() == ["False", "False", "True"], out.stdout + out.stderr
+    assert engine.docker("run", "--rm", "--entrypoint", "python3", tag, "-c", "import torch", check=False).returncode != 0
+    assert engine.docker("image", "inspect", "-f", "{{.Config.User}}", tag).stdout.strip() == "10001:10001"
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    server = run(engine, tag, "rtvi-test-inference-onnx", env={
+        "RTVI_HOST": "127.0.0.1", "RTVI_PORT": str(port), "RTVI_METRICS_PORT": str(free_port()),
+        "RTVI_SHUTDOWN_GRACE_S": "20"})
+    wait_serving(engine, server, address)
+    with triton.InferenceServerClient(address) as client:
+        parameters = client.get_model_config("resnet18", as_json=True)["config"]["parameters"]
+        assert parameters["engine"]["string_value"] == "onnxruntime", parameters
+        assert parameters["source"]["string_value"] == "onnx", parameters
+        images_in = triton.InferInput("images", [2], "BYTES")
+        images_in.set_data_from_numpy(np.array([jpeg_bytes(seed=3), jpeg_bytes(seed=4)], dtype=np.object_))
+        result = client.infer("resnet18", [images_in], outputs=[triton.InferRequestedOutput("logits")])
+        assert result.as_numpy("logits").shape == (2, 1000)
+    stop_within_grace(engine, server)
 
 
 def test_images_run_the_pipeline_as_non_root(engine, images, broker, topics):

@@ -27,7 +27,7 @@ import pytest
 from rtvi._private.net import free_port
 
 from conftest import InferenceServer, Proc, end_offsets, kafka_broker, make_topics, rtvi_command, start_consumer
-from test_streaming_pipeline import inference  # noqa: F401  (fixture: one bf16 server per module)
+from test_streaming_pipeline import inference  # noqa: F401  (fixture: one server per module)
 
 FPS_PER_STREAM = 10
 STREAMS = 2
@@ -247,7 +247,7 @@ def test_consumer_sigkilled_mid_rebalance(run_factory, inference):  # noqa: F811
 
 
 def test_inference_server_sigkilled_and_restarted(run_factory, tmp_path):
-    server = InferenceServer(tmp_path, "--precision", "bf16", "--max-batch-size", "16")
+    server = InferenceServer(tmp_path, "--max-batch-size", "16")
     restarted = None
     try:
         server.wait_serving()
@@ -256,7 +256,7 @@ def test_inference_server_sigkilled_and_restarted(run_factory, tmp_path):
         server.proc.popen.send_signal(signal.SIGKILL)
         server.proc.kill()
         run.under_load(3)
-        restarted = InferenceServer(tmp_path, "--precision", "bf16", "--max-batch-size", "16", port=server.port)
+        restarted = InferenceServer(tmp_path, "--max-batch-size", "16", port=server.port)
         restarted.wait_serving()
         run.recovered(time.monotonic())
         run.finish("inference server SIGKILL + restart")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Proc, kafka_broker, rtvi_command
-from test_streaming_pipeline import inference  # noqa: F401  (fixture: one bf16 server per module)
+from test_streaming_pipeline import inference  # noqa: F401  (fixture: one server per module)
 
 USER, PASSWORD = "rtvi", "s3cret-for-tests"
 FAIL_WITHIN_S = 20  # a wrong password or CA must end the process with one line, not hang

@@ -1,11 +1,16 @@
-"""`rtvi up`: the README's main job, end to end, leaving nothing running."""
+"""`rtvi up`: the README's main job, end to end, leaving nothing running; bad input
+fails fast, before anything starts."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import time
 from pathlib import Path
 
-from conftest import Proc, rtvi_command
+import pytest
+
+from conftest import Proc, free_port, rtvi_command
 
 
 def _processes_mentioning(fragments: list[str]) -> list[str]:
@@ -20,8 +25,9 @@ def _processes_mentioning(fragments: list[str]) -> list[str]:
     return found
 
 
-def test_up_runs_the_pipeline_and_stops_everything(tmp_path):
-    proc = Proc(rtvi_command("up", "--duration", "8", "--streams", "1", "--fps", "5",
+def test_up_runs_the_pipeline_in_real_time_and_stops_everything(tmp_path):
+    """The default flags (real time, 2 streams x 10 fps) within the README's bound: p95 <= 1 s."""
+    proc = Proc(rtvi_command("up", "--duration", "10", "--report-interval", "3", "--max-p95-ms", "1000",
                              "--work-dir", str(tmp_path / "work")), tmp_path / "up.log")
     try:
         assert proc.popen.wait(240) == 0, proc.output
@@ -32,6 +38,34 @@ def test_up_runs_the_pipeline_and_stops_everything(tmp_path):
     processed = int(re.search(r"frames processed: (\d+)", out).group(1))
     assert processed > 0
     assert "ERRORS\n  total: 0" in out
+    # Live status lines while it runs, from the consumer's metrics; then the verdict.
+    status = re.findall(r"in (\d+) \([0-9.]+ fps\)  out (\d+) \([0-9.]+ fps\)  capture->prediction p50", out)
+    assert status and int(status[-1][1]) > 0, out
+    assert "DROPPED (real time: frames older than 300 ms are skipped)" in out
+    assert re.search(r"rtvi up: latency bound met: p95 \d+ ms <= 1000 ms", out), out
     ports = re.findall(r"127\.0\.0\.1:(\d+)", out)
     assert ports, out
     assert _processes_mentioning([f"127.0.0.1:{p}" for p in ports]) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["up", "--video", "/nonexistent.mp4"], "rtvi up: video file '/nonexistent.mp4' does not exist"),
+        (["up", "--camera", "7"], "rtvi up: no camera 7"),
+        (["up", "--bootstrap-servers", "127.0.0.1:{port}"], "rtvi up: no Kafka broker answered at 127.0.0.1:"),
+        (["produce", "--bootstrap-servers", "127.0.0.1:{port}"], "no Kafka broker answered at 127.0.0.1:"),
+        (["produce", "--source", "video", "--video", "/nonexistent.mp4"], "video file '/nonexistent.mp4' does not exist"),
+    ],
+    ids=["up-missing-video", "up-absent-camera", "up-unreachable-broker", "produce-unreachable-broker",
+         "produce-missing-video"],
+)
+def test_bad_input_fails_fast_in_one_line(args, problem):
+    closed_port = str(free_port())  # nothing listens there
+    started = time.monotonic()
+    out = subprocess.run(rtvi_command(*(a.replace("{port}", closed_port) for a in args)), capture_output=True,
+                         text=True, timeout=60)
+    took = time.monotonic() - started
+    assert out.returncode == 2, out
+    assert took < 5, f"took {took:.1f}s"
+    assert out.stdout == "" and out.stderr.count("\n") == 1 and problem in out.stderr, out.stderr

@@ -9,10 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
+import torch
 import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import InferenceServer, Proc, free_port, jpeg_bytes, rtvi_command
+from rtvi.serving.hardware import cpu_info  # /proc/cpuinfo only: no protobuf stubs
+
+from conftest import InferenceServer, Proc, free_port, health_status, jpeg_bytes, rtvi_command
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -38,6 +41,9 @@ def test_health_is_not_serving_until_warm_then_serving(tmp_path):
         assert seen[-1] == SERVING, seen
         log = srv.proc.output
         assert "health NOT_SERVING" in log and "health SERVING" in log
+        # The default precision is native only: bf16 where the CPU has it, never emulated.
+        expected = "bf16" if cpu_info().native_bf16 else "fp32"
+        assert f"model resnet18: engine=torch device=cpu precision={expected} instances=" in log, log
     finally:
         assert srv.proc.terminate() == 0
 
@@ -119,3 +125,50 @@ def test_bad_configuration_is_a_usage_error(tmp_path):
     assert proc.popen.wait(60) == 2
     proc.kill()
     assert "max batch size must be >= 1" in proc.output
+
+
+class Wedge(torch.nn.Module):
+    """A real model that computes for as many loop turns as its first input value says:
+    zeros (the warm-up) return at once, 1e9 keeps the compute thread busy for many minutes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        turns = int(x[0, 0, 0, 0].item())
+        y = x.mean(dim=(2, 3))
+        for _ in range(turns):
+            y = y * 1.0
+        return y
+
+
+def test_liveness_fails_when_the_model_is_wedged_while_readiness_stays(tmp_path):
+    directory = tmp_path / "wedge"
+    directory.mkdir()
+    torch.jit.script(Wedge()).save(str(directory / "model.pt"))
+    (directory / "labels.txt").write_text("r\ng\nb\n")
+    (directory / "config.yaml").write_text("resize: 16\ncrop: 16\nmean: [0, 0, 0]\nstd: [1, 1, 1]\n")
+    srv = InferenceServer(tmp_path, "--model", str(directory), "--instances", "1", "--liveness-timeout-s", "2",
+                          "--precision", "fp32")
+    pool = ThreadPoolExecutor(1)
+    try:
+        srv.wait_serving()
+        assert health_status(srv.address, "liveness") == SERVING
+        pixels = np.zeros((1, 3, 16, 16), dtype=np.float32)
+        pixels[0, 0, 0, 0] = 1e9
+
+        def wedge_it():
+            with triton.InferenceServerClient(srv.address) as client:
+                tensor = triton.InferInput("pixels", list(pixels.shape), "FP32")
+                tensor.set_data_from_numpy(pixels)
+                client.infer("wedge", [tensor], client_timeout=120)
+
+        pool.submit(wedge_it)
+        deadline = time.monotonic() + 60
+        while health_status(srv.address, "liveness", timeout=5) != NOT_SERVING and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health_status(srv.address, "liveness", timeout=5) == NOT_SERVING, srv.proc.output
+        # Readiness is a different question: the model is loaded, the process answers.
+        assert health_status(srv.address, "", timeout=5) == SERVING
+        assert health_status(srv.address, "inference.GRPCInferenceService", timeout=5) == SERVING
+        assert "liveness NOT_SERVING" in srv.proc.output
+    finally:
+        srv.proc.kill()
+        pool.shutdown(wait=False)

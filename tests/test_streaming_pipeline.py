@@ -16,7 +16,7 @@ from conftest import (
 
 @pytest.fixture(scope="module")
 def inference(tmp_path_factory):
-    srv = InferenceServer(tmp_path_factory.mktemp("serve"), "--precision", "bf16", "--max-batch-size", "16")
+    srv = InferenceServer(tmp_path_factory.mktemp("serve"), "--max-batch-size", "16")
     try:
         srv.wait_serving()
         yield srv
@@ -103,7 +103,7 @@ def test_consumer_killed_and_restarted_loses_nothing(tmp_path, broker, topics, i
 
 def test_inference_server_outage_is_retried_not_failed(tmp_path, broker, topics):
     streams, frames = 2, 80
-    server = InferenceServer(tmp_path, "--precision", "bf16")
+    server = InferenceServer(tmp_path)
     server.wait_serving()
     produce_frames(tmp_path, broker, topics["frames"], frames, streams, fps=20)
     consumer = start_consumer(tmp_path, broker, topics, server.address, "--max-frames", str(streams * frames),
@@ -114,7 +114,7 @@ def test_inference_server_outage_is_retried_not_failed(tmp_path, broker, topics)
         assert server.proc.terminate() == 0
         time.sleep(4)  # the server is down: the consumer must retry, not fail frames
         # Back on the same port: the consumer's channel reconnects to it.
-        restarted = InferenceServer(tmp_path, "--precision", "bf16", port=server.port)
+        restarted = InferenceServer(tmp_path, port=server.port)
         restarted.wait_serving()
         try:
             assert consumer.popen.wait(120) == 0, consumer.output
@@ -205,6 +205,6 @@ def test_stale_frames_are_dropped_and_counted(tmp_path, broker, topics, inferenc
         assert consumer.popen.wait(90) == 0, consumer.output
     finally:
         consumer.kill()
-    assert "stale frames: 20" in consumer.output
+    assert "stale on read: 20" in consumer.output and "DROPPED (real time: frames older than 500 ms" in consumer.output
     assert committed_offsets(broker, topics["group"], topics["frames"]) == end_offsets(broker, topics["frames"])
     assert read_predictions(broker, topics["predictions"], 1, timeout=2) == []

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from rtvi import __version__
 from rtvi._private.settings import ConfigError, add_arguments, from_namespace
 from rtvi.cluster.config import LoadtestConfig, StatusConfig
+from rtvi.export.config import ExportConfig
 from rtvi.local.config import UpConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.streaming.consumer_config import ConsumerConfig
@@ -45,7 +46,7 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _consume(args: argparse.Namespace) -> int:
-    from rtvi.streaming.consumer import consume
+    from rtvi.streaming.consumer.loop import consume
 
     return asyncio.run(consume(from_namespace(ConsumerConfig, args)))
 
@@ -54,6 +55,12 @@ def _up(args: argparse.Namespace) -> int:
     from rtvi.local.pipeline import run_pipeline
 
     return run_pipeline(from_namespace(UpConfig, args))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rtvi.export.run import run_export
+
+    return run_export(from_namespace(ExportConfig, args))
 
 
 def _cluster(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -87,8 +94,9 @@ COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
     "serve": (
         ServerConfig,
         _serve,
-        "Serve a torchvision classifier over the Open Inference Protocol v2 (gRPC) with "
-        "dynamic batching, grpc.health.v1 and Prometheus metrics.",
+        "Serve image classifiers (a torchvision architecture, a model directory or a repository of them) "
+        "over the Open Inference Protocol v2 (gRPC) on torch, ONNX Runtime or OpenVINO, with dynamic batching, "
+        "grpc.health.v1 readiness and liveness, and Prometheus metrics.",
     ),
     "produce": (
         ProducerConfig,
@@ -107,6 +115,13 @@ COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
         _up,
         "Run the whole pipeline on this machine (embedded broker, inference server, consumer, "
         "producer) for a while and print the consumer's metrics block. No cluster, no Docker.",
+    ),
+    "export": (
+        ExportConfig,
+        _export,
+        "Write a model directory for `rtvi serve --model DIR` from a torchvision model, a factory or "
+        "another model directory: ONNX (fp32, or int8 calibrated on images or a frames topic, with an "
+        "accuracy report), TorchScript or torch.export.",
     ),
     "loadtest": (
         LoadtestConfig,

@@ -36,59 +36,161 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "%s-redpanda" .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Redpanda chart's fullname as the operator renders it (release = the Redpanda resource's
+     name): it names the broker Service and the certificate Secrets. */}}
+{{- define "rtvi.redpandaFullname" -}}
+{{- dig "fullnameOverride" "" .Values.redpanda.clusterSpec | default (include "rtvi.redpandaName" .) }}
+{{- end }}
+
+{{- define "rtvi.consumerGroup" -}}
+{{- .Values.consumer.group | default (printf "%s-consumer" (include "rtvi.fullname" .)) }}
+{{- end }}
+
 {{- define "rtvi.inferenceHeadless" -}}
 {{- printf "%s-inference-headless" (include "rtvi.fullname" .) }}
 {{- end }}
 
-{{/* Bootstrap servers: the chart's Redpanda, or the external Kafka. */}}
+{{/* Bootstrap servers: the chart's Redpanda (its internal Kafka listener), or the external Kafka. */}}
 {{- define "rtvi.bootstrapServers" -}}
 {{- if .Values.redpanda.enabled }}
-{{- printf "%s.%s.svc.cluster.local:9093" (include "rtvi.redpandaName" .) .Release.Namespace }}
+{{- $port := dig "listeners" "kafka" "port" 9093 .Values.redpanda.clusterSpec | int }}
+{{- printf "%s.%s.svc.cluster.local:%d" (include "rtvi.redpandaFullname" .) .Release.Namespace $port }}
 {{- else }}
 {{- required "kafka.bootstrapServers is required when redpanda.enabled is false" .Values.kafka.bootstrapServers }}
 {{- end }}
 {{- end }}
 
+{{/* How clients reach Kafka, as YAML: protocol, sasl (mechanism, username, secret, key; or empty)
+     and ca (secret, key; or empty). With the chart's Redpanda, TLS and SASL follow its clusterSpec
+     with the Redpanda chart's defaults (TLS on, SASL off): TLS from listeners.kafka.tls.enabled,
+     else tls.enabled; the CA from the listener certificate's Secret (ca.crt when the certificate
+     has caEnabled, else its tls.crt). Credentials always come from kafka.sasl. */}}
+{{- define "rtvi.kafkaSecurity" -}}
+{{- $k := .Values.kafka }}
+{{- $tls := false }}
+{{- $sasl := false }}
+{{- $mechanism := $k.sasl.mechanism }}
+{{- $ca := dict "secret" $k.tls.caSecret.name "key" $k.tls.caSecret.key }}
+{{- if .Values.redpanda.enabled }}
+{{- $spec := .Values.redpanda.clusterSpec }}
+{{- $tls = dig "listeners" "kafka" "tls" "enabled" (dig "tls" "enabled" true $spec) $spec }}
+{{- $sasl = dig "auth" "sasl" "enabled" false $spec }}
+{{- if $sasl }}
+{{- $mechanism = default (dig "auth" "sasl" "mechanism" "SCRAM-SHA-512" $spec) $mechanism }}
+{{- else if $mechanism }}
+{{- fail "kafka.sasl.mechanism is set but the chart's Redpanda has SASL off: set redpanda.clusterSpec.auth.sasl.enabled, or clear the mechanism" }}
+{{- end }}
+{{- if and $tls (not $ca.secret) }}
+{{- $cert := dig "listeners" "kafka" "tls" "cert" "default" $spec }}
+{{- $certValues := dig "tls" "certs" $cert (dict) $spec }}
+{{- $secret := dig "secretRef" "name" (printf "%s-%s-cert" (include "rtvi.redpandaFullname" .) $cert) $certValues }}
+{{- $ca = dict "secret" $secret "key" (ternary "ca.crt" "tls.crt" (dig "caEnabled" true $certValues)) }}
+{{- end }}
+{{- else }}
+{{- $tls = has $k.securityProtocol (list "SSL" "SASL_SSL") }}
+{{- $sasl = hasPrefix "SASL_" $k.securityProtocol }}
+{{- if and $sasl (not $mechanism) }}
+{{- fail (printf "kafka.securityProtocol %s needs kafka.sasl.mechanism" $k.securityProtocol) }}
+{{- end }}
+{{- if and $mechanism (not $sasl) }}
+{{- fail (printf "kafka.sasl.mechanism is set but kafka.securityProtocol %s has no SASL: use SASL_PLAINTEXT or SASL_SSL" $k.securityProtocol) }}
+{{- end }}
+{{- end }}
+protocol: {{ printf "%s%s" (ternary "SASL_" "" $sasl) (ternary "SSL" "PLAINTEXT" $tls) }}
+{{- if $sasl }}
+sasl:
+  mechanism: {{ $mechanism }}
+  username: {{ required "kafka.sasl.username is required when Kafka uses SASL" $k.sasl.username | quote }}
+  secret: {{ required "kafka.sasl.passwordSecret.name is required when Kafka uses SASL" $k.sasl.passwordSecret.name | quote }}
+  key: {{ $k.sasl.passwordSecret.key | quote }}
+{{- end }}
+{{- if and $tls $ca.secret }}
+ca:
+  secret: {{ $ca.secret | quote }}
+  key: {{ $ca.key | quote }}
+{{- end }}
+{{- end }}
+
 {{/* Kafka connection env shared by the consumer and the producer (RTVI_* = rtvi's KafkaConfig). */}}
 {{- define "rtvi.kafkaEnv" -}}
+{{- $sec := include "rtvi.kafkaSecurity" . | fromYaml }}
 - name: RTVI_BOOTSTRAP_SERVERS
   value: {{ include "rtvi.bootstrapServers" . | quote }}
 - name: RTVI_MAX_FRAME_BYTES
   value: {{ .Values.maxFrameBytes | int64 | quote }}
-{{- if not .Values.redpanda.enabled }}
+{{- if ne $sec.protocol "PLAINTEXT" }}
 - name: RTVI_SECURITY_PROTOCOL
-  value: {{ .Values.kafka.securityProtocol | quote }}
-{{- if .Values.kafka.sasl.mechanism }}
+  value: {{ $sec.protocol | quote }}
+{{- end }}
+{{- with $sec.sasl }}
 - name: RTVI_SASL_MECHANISM
-  value: {{ .Values.kafka.sasl.mechanism | quote }}
+  value: {{ .mechanism | quote }}
 - name: RTVI_SASL_USERNAME
-  value: {{ .Values.kafka.sasl.username | quote }}
+  value: {{ .username | quote }}
 - name: RTVI_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ required "kafka.sasl.passwordSecret.name is required with SASL" .Values.kafka.sasl.passwordSecret.name }}
-      key: {{ .Values.kafka.sasl.passwordSecret.key }}
+      name: {{ .secret | quote }}
+      key: {{ .key | quote }}
 {{- end }}
-{{- if .Values.kafka.tls.caSecret.name }}
+{{- with $sec.ca }}
 - name: RTVI_SSL_CA_LOCATION
-  value: /etc/rtvi/kafka-ca/{{ .Values.kafka.tls.caSecret.key }}
-{{- end }}
+  value: {{ printf "%s/%s" (include "rtvi.kafkaCADir" $) .key | quote }}
 {{- end }}
 {{- end }}
 
+{{- define "rtvi.kafkaCADir" -}}
+/etc/rtvi/kafka-ca
+{{- end }}
+
 {{- define "rtvi.kafkaVolumeMounts" -}}
-{{- if and (not .Values.redpanda.enabled) .Values.kafka.tls.caSecret.name }}
+{{- if (include "rtvi.kafkaSecurity" . | fromYaml).ca }}
 - name: kafka-ca
-  mountPath: /etc/rtvi/kafka-ca
+  mountPath: {{ include "rtvi.kafkaCADir" . }}
   readOnly: true
 {{- end }}
 {{- end }}
 
 {{- define "rtvi.kafkaVolumes" -}}
-{{- if and (not .Values.redpanda.enabled) .Values.kafka.tls.caSecret.name }}
+{{- with (include "rtvi.kafkaSecurity" . | fromYaml).ca }}
 - name: kafka-ca
   secret:
-    secretName: {{ .Values.kafka.tls.caSecret.name }}
+    secretName: {{ .secret | quote }}
+    items:
+      - key: {{ .key | quote }}
+        path: {{ .key | quote }}
+{{- end }}
+{{- end }}
+
+{{/* CPU quantity (values) in millicores: "2" -> 2000, "500m" -> 500, 1.5 -> 1500; 0 when unset. */}}
+{{- define "rtvi.millicpu" -}}
+{{- $cpu := toString (default "0" .) }}
+{{- if hasSuffix "m" $cpu }}
+{{- trimSuffix "m" $cpu | int }}
+{{- else }}
+{{- mulf (float64 $cpu) 1000 | int }}
+{{- end }}
+{{- end }}
+
+{{/* RTVI_THREADS: the value when set; else from the CPU request (one instance: the downward API,
+     so the kubelet's view wins; several: request / instances, at least 1). */}}
+{{- define "rtvi.threadsEnv" -}}
+{{- $inf := .Values.inference }}
+- name: RTVI_THREADS
+{{- if gt (int $inf.threads) 0 }}
+  value: {{ $inf.threads | quote }}
+{{- else if eq (int $inf.instances) 1 }}
+  valueFrom:
+    resourceFieldRef:
+      containerName: inference
+      resource: requests.cpu
+      divisor: "1"
+{{- else }}
+{{- $milli := include "rtvi.millicpu" (dig "requests" "cpu" "" $inf.resources) | int }}
+{{- if not $milli }}
+{{- fail "inference.threads 0 with several inference.instances derives threads from resources.requests.cpu: set that request, or set inference.threads" }}
+{{- end }}
+  value: {{ max 1 (div $milli (mul 1000 (int $inf.instances))) | quote }}
 {{- end }}
 {{- end }}
 
@@ -109,5 +211,8 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- if and .Values.inference.autoscaling.enabled (gt (int .Values.inference.autoscaling.minReplicas) (int .Values.inference.autoscaling.maxReplicas)) }}
 {{- fail "inference.autoscaling.minReplicas must not exceed maxReplicas" }}
+{{- end }}
+{{- if and .Values.redpanda.enabled .Values.redpanda.portForward.enabled (gt (dig "statefulset" "replicas" 3 .Values.redpanda.clusterSpec | int) 1) }}
+{{- fail "redpanda.portForward reaches one broker through kubectl port-forward: it needs redpanda.clusterSpec.statefulset.replicas 1 (turn portForward off for more brokers)" }}
 {{- end }}
 {{- end }}

@@ -9,55 +9,16 @@ upper bound, since percentiles cannot be merged).
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
-
+from rtvi.streaming.progress import PodMetrics, from_prometheus, histogram_quantile
 from rtvi.streaming.report import parse_summary
 
-LATENCY = "rtvi_consumer_capture_to_prediction_seconds"
-
-
-@dataclass
-class PodMetrics:
-    pod: str
-    source: str  # "metrics" or "log"
-    processed: int = 0
-    failed: int = 0
-    dropped: int = 0
-    retries: int = 0
-    buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
-
-    @property
-    def done(self) -> int:
-        """Frames finished one way or another: predicted, failed or dropped."""
-        return self.processed + self.failed + self.dropped
+__all__ = ["PodMetrics", "Summary", "aggregate", "from_log", "from_prometheus", "histogram_quantile"]
 
 
 def _number(text: str) -> float:
     return float(text.rstrip("%"))
-
-
-def from_prometheus(pod: str, text: str) -> PodMetrics:
-    result = PodMetrics(pod, "metrics")
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name, value = sample.name, sample.value
-            if name == "rtvi_consumer_frames_processed_total":
-                result.processed += int(value)
-            elif name == "rtvi_consumer_frames_failed_total":
-                result.failed += int(value)
-            elif name == "rtvi_consumer_frames_dropped_total":
-                result.dropped += int(value)
-            elif name == "rtvi_consumer_inference_retries_total":
-                result.retries += int(value)
-            elif name == f"{LATENCY}_bucket":
-                result.buckets[float(sample.labels["le"])] = value
-    return result
 
 
 def from_log(pod: str, log: str) -> PodMetrics | None:
@@ -70,32 +31,12 @@ def from_log(pod: str, log: str) -> PodMetrics | None:
         pod, "log",
         processed=int(_number(last["THROUGHPUT.frames processed"])),
         failed=int(_number(last["ERRORS.total"])),
-        dropped=int(_number(last["DROPPED.stale frames"])),
+        dropped=int(_number(last["DROPPED.total"])),
         retries=int(_number(last["ERRORS.retries"])),
         p50_ms=_number(last[f"{section}.p50"]),
         p95_ms=_number(last[f"{section}.p95"]),
         p99_ms=_number(last[f"{section}.p99"]),
     )
-
-
-def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
-    """The q-quantile (0..1) of cumulative buckets, linear within the bucket, like PromQL."""
-    bounds = sorted(buckets)
-    if not bounds or buckets[bounds[-1]] == 0:
-        return None
-    total = buckets[bounds[-1]]
-    rank = q * total
-    previous_bound, previous_count = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return previous_bound
-            if count == previous_count:
-                return bound
-            return previous_bound + (bound - previous_bound) * (rank - previous_count) / (count - previous_count)
-        previous_bound, previous_count = bound, count
-    return previous_bound
 
 
 @dataclass

@@ -52,16 +52,28 @@ def _from_release(cfg: LoadtestConfig, kube: Kube) -> dict:
     }
 
 
-def collect(kube: Kube, release: str, port: int) -> list[PodMetrics]:
-    """Every consumer pod's metrics: Prometheus endpoint first, its log's last block second."""
-    found = []
+def collect(kube: Kube, release: str, port: int) -> tuple[list[PodMetrics], list[str]]:
+    """Every consumer pod's metrics (Prometheus endpoint first, its log's last block second),
+    and the names of the pods that gave neither."""
+    found, silent = [], []
     for pod in kube.pods(selector(release, "consumer")):
         name = pod.metadata.name
         text = kube.pod_metrics(name, port)
-        metrics = from_prometheus(name, text) if text else from_log(name, kube.pod_log(name))
+        metrics = from_prometheus(name, text) if text else from_log(name, kube.pod_log(name) or "")
         if metrics:
             found.append(metrics)
-    return found
+        else:
+            silent.append(name)
+    return found, silent
+
+
+def _no_metrics(job: str, outcome: str, release: str, port: int, silent: list[str]) -> ClusterError:
+    if not silent:
+        return ClusterError(f"Job {job} {outcome}, but no consumer metrics: release {release!r} has no consumer pods")
+    return ClusterError(
+        f"Job {job} {outcome}, but no consumer metrics: {len(silent)} consumer pod(s) ({', '.join(silent)}) "
+        f"served no /metrics on port {port} through the API server's pod proxy and no metrics block in their log"
+    )
 
 
 def _delta(after: list[PodMetrics], before: list[PodMetrics]) -> list[PodMetrics]:
@@ -90,7 +102,7 @@ def run_loadtest(cfg: LoadtestConfig) -> int:
     kube.check_namespace()
     job = build_job(cfg, **_from_release(cfg, kube))
     name = job["metadata"]["name"]
-    before = collect(kube, cfg.release, cfg.metrics_port)
+    before, _ = collect(kube, cfg.release, cfg.metrics_port)
     kube.call(f"creating Job {name}", kube.batch.create_namespaced_job, cfg.namespace, job)
     progress = sys.stderr
     print(f"created Job {name}: {cfg.streams} streams x {cfg.fps:g} fps for {cfg.duration:g}s", file=progress)
@@ -114,11 +126,14 @@ def run_loadtest(cfg: LoadtestConfig) -> int:
     # Let consumers finish what was published: wait until their counters stop moving.
     previous, stable_since = -1, time.monotonic()
     while time.monotonic() - stable_since < 10 and time.monotonic() < deadline:
-        now = sum(p.done for p in collect(kube, cfg.release, cfg.metrics_port))
+        now = sum(p.done for p in collect(kube, cfg.release, cfg.metrics_port)[0])
         if now != previous:
             previous, stable_since = now, time.monotonic()
         time.sleep(2)
-    summary = aggregate(_delta(collect(kube, cfg.release, cfg.metrics_port), before), seconds=cfg.duration)
+    after, silent = collect(kube, cfg.release, cfg.metrics_port)
+    if not after:
+        raise _no_metrics(name, "succeeded" if status.succeeded else "FAILED", cfg.release, cfg.metrics_port, silent)
+    summary = aggregate(_delta(after, before), seconds=cfg.duration)
     if replicas:
         summary.hpa_replicas = {"min": min(replicas), "max": max(replicas)}
     if cfg.output == "json":

@@ -14,9 +14,12 @@ from rtvi.cluster.manifests import selector
 def _pod_problem(pod) -> str | None:
     if pod.status.phase in ("Succeeded",):
         return None
-    ready = {c.type: c.status for c in pod.status.conditions or []}.get("Ready") == "True"
-    if ready:
+    conditions = {c.type: c for c in pod.status.conditions or []}
+    if getattr(conditions.get("Ready"), "status", None) == "True":
         return None
+    scheduled = conditions.get("PodScheduled")
+    if scheduled is not None and scheduled.status == "False":  # no container yet: the scheduler says why
+        return f"{scheduled.reason}: {scheduled.message or ''}".rstrip(": ")
     for cs in pod.status.container_statuses or []:
         if cs.state.waiting:
             return f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")

@@ -1,8 +1,11 @@
 """`rtvi up`: broker, inference server, consumer and producer on one machine.
 
 Each service runs as its own `rtvi` process, exactly as it would in a pod, so local
-mode exercises the same code paths as the cluster. Logs go to a work folder; the
-consumer's final metrics block is printed at the end.
+mode exercises the same code paths as the cluster. Logs go to a work folder. What
+`rtvi up` knows of the services it learns as a probe would: the server's grpc.health,
+the consumer's /readyz and its Prometheus metrics (status lines, the verdict). Bad
+input (a missing video file, an absent camera, an unreachable broker) is reported in
+one line before anything starts.
 """
 
 from __future__ import annotations
@@ -14,22 +17,27 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rtvi._private.net import free_port
-from rtvi.cluster.aggregate import from_prometheus
 from rtvi.local.broker import BrokerError, TansuBroker
 from rtvi.local.config import UpConfig
-from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
+from rtvi.local.status import judge, status_line
+from rtvi.streaming.kafka_config import BrokerUnreachable, KafkaConfig, check_broker, ensure_topics
+from rtvi.streaming.progress import PodMetrics, healthy, scrape
 from rtvi.streaming.report import BEGIN, END
+from rtvi.streaming.sources import SourceError, check_capture
 
 log = logging.getLogger("rtvi.up")
 
 FRAMES, PREDICTIONS = "frames", "predictions"
+# After the producer stops: how long the consumer must stay idle to count as caught up.
+IDLE_S = 1.5
+
+
 class Service:
     """One `rtvi` subcommand as a child process logging to a file."""
 
@@ -61,7 +69,8 @@ class Service:
         return self.proc.returncode
 
 
-def _serving(address: str) -> bool:
+def serving(address: str) -> bool:
+    """The inference server's grpc.health readiness."""
     with grpc.insecure_channel(address) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -70,20 +79,10 @@ def _serving(address: str) -> bool:
     return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def consumer_done_count(metrics_port: int) -> int:
-    """Frames the consumer finished (processed, failed or dropped), from its Prometheus endpoint."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0
-    return from_prometheus("local", text).done
-
-
 def _resolve_weights(config: UpConfig) -> str:
     if config.weights != "auto":
         return config.weights
-    from rtvi.serving.model import pretrained_weights_cached
+    from rtvi.serving.engines.torch import pretrained_weights_cached
 
     if pretrained_weights_cached(config.model):
         return "DEFAULT"
@@ -98,12 +97,41 @@ def _resolve_weights(config: UpConfig) -> str:
 
 
 def _last_block(text: str) -> str:
+    """The consumer's final metrics block, shown to the user as it wrote it."""
     start = text.rfind(BEGIN)
     end = text.find(END, start)
     return text[start : end + len(END)] if start >= 0 and end >= 0 else ""
 
 
+def _preflight(config: UpConfig) -> None:
+    """Raise SourceError / BrokerUnreachable for input that cannot work, before starting anything."""
+    if config.video:
+        check_capture(config.video)
+    elif config.camera >= 0:
+        check_capture(config.camera)
+    if config.bootstrap_servers:
+        check_broker(KafkaConfig(bootstrap_servers=config.bootstrap_servers), timeout=3.0)
+
+
+def _wait_caught_up(consumer: Service, metrics_url: str, deadline: float, stopped) -> None:
+    """Until the consumer has read nothing new and holds nothing for IDLE_S (or the deadline)."""
+    last_consumed, idle_since = -1, time.monotonic()
+    while consumer.running() and time.monotonic() < deadline and not stopped():
+        current = scrape("local", metrics_url)
+        if current is None or current.consumed != last_consumed or current.buffered or current.in_flight:
+            last_consumed = current.consumed if current else -1
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= IDLE_S:
+            return
+        time.sleep(0.2)
+
+
 def run_pipeline(config: UpConfig) -> int:
+    try:
+        _preflight(config)
+    except (SourceError, BrokerUnreachable) as exc:
+        print(f"rtvi up: {exc}", file=sys.stderr)
+        return 2
     work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="rtvi-up-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     services: list[Service] = []
@@ -126,14 +154,15 @@ def run_pipeline(config: UpConfig) -> int:
 
         weights = _resolve_weights(config)
         grpc_port, server_metrics, consumer_metrics = free_port(), free_port(), free_port()
+        precision = ["--precision", config.precision] if config.precision else []
         server = Service("serve", [
             "serve", "--host", "127.0.0.1", "--port", str(grpc_port), "--metrics-port", str(server_metrics),
-            "--model", config.model, "--weights", weights, "--precision", config.precision,
+            "--model", config.model, "--weights", weights, *precision,
         ], work_dir)
         services.append(server)
         address = f"127.0.0.1:{grpc_port}"
         deadline = time.monotonic() + 300
-        while not _serving(address):
+        while not serving(address):
             if not server.running() or time.monotonic() > deadline or stop_requested:
                 log.error("inference server did not become ready:\n%s", server.output[-3000:])
                 return 1
@@ -144,14 +173,15 @@ def run_pipeline(config: UpConfig) -> int:
             "consume", "--bootstrap-servers", bootstrap, "--inference-url", address, "--model", config.model,
             "--metrics-port", str(consumer_metrics), "--metrics-host", "127.0.0.1",
             "--report-interval", "0", "--max-frame-age-ms", str(config.max_frame_age_ms),
+            "--batch-size", str(config.batch_size), "--max-in-flight", str(config.max_in_flight),
             # One local member: a short session makes joining the group quick.
-            "--session-timeout-ms", "6000",
+            "--session-timeout-ms", "6000", "--readiness-interval-s", "1",
         ], work_dir)
         services.append(consumer)
         deadline = time.monotonic() + 60
-        while "assigned partitions" not in consumer.output:
+        while not healthy(f"http://127.0.0.1:{consumer_metrics}/readyz"):
             if not consumer.running() or time.monotonic() > deadline or stop_requested:
-                log.error("consumer did not join its group:\n%s", consumer.output[-3000:])
+                log.error("consumer did not become ready (/readyz):\n%s", consumer.output[-3000:])
                 return 1
             time.sleep(0.1)
         source = (["--source", "video", "--video", config.video, "--loop", "--streams", str(config.streams)]
@@ -163,32 +193,40 @@ def run_pipeline(config: UpConfig) -> int:
             "--fps", str(config.fps), "--report-interval", "0", *source,
         ], work_dir)
         services.append(producer)
-        log.info("producing for %.0fs; logs in %s", config.duration, work_dir)
+        mode = (f"real time (frames older than {config.max_frame_age_ms:g} ms are dropped)" if config.max_frame_age_ms
+                else "keep-all (every frame is predicted, however late)")
+        log.info("producing for %.0fs, %s; logs in %s", config.duration, mode, work_dir)
 
-        started = time.monotonic()
+        metrics_url = f"http://127.0.0.1:{consumer_metrics}/metrics"
+        started = last_time = time.monotonic()
+        last: PodMetrics | None = None
         next_report = started + config.report_interval
         while producer.running() and not stop_requested:
             if not consumer.running() or not server.running():
                 log.error("a service exited early; see %s", work_dir)
                 break
-            if time.monotonic() >= next_report:
-                log.info("%3.0fs: %d frames classified", time.monotonic() - started, consumer_done_count(consumer_metrics))
+            now = time.monotonic()
+            if now >= next_report:
+                current = scrape("local", metrics_url)
+                if current is not None:
+                    log.info("%s", status_line(now - started, last, current, now - last_time))
+                    last, last_time = current, now
                 next_report += config.report_interval
             time.sleep(0.2)
-        producer.stop()
-        produced = _produced_count(producer.output)
-        # Let the consumer finish what was published, then stop it for its final block.
-        catch_up = time.monotonic() + 60
-        while consumer.running() and consumer_done_count(consumer_metrics) < produced and time.monotonic() < catch_up \
-                and not stop_requested:
-            time.sleep(0.2)
+        producer_rc = producer.stop()
+        _wait_caught_up(consumer, metrics_url, time.monotonic() + 60, lambda: stop_requested)
+        final = scrape("local", metrics_url)
         consumer_rc = consumer.stop()
-        block = _last_block(consumer.output)
         print(producer.output.strip().splitlines()[-1] if producer.output.strip() else "producer printed nothing")
+        block = _last_block(consumer.output)
         print(block or f"consumer printed no metrics block (exit {consumer_rc}); see {consumer.log_path}")
         print(f"logs: {work_dir}")
-        failed = "ERRORS\n  total: 0" not in block
-        return 1 if failed or consumer_rc else 0
+        verdict = judge(final, config.max_p95_ms)
+        print(f"rtvi up: {verdict.line}")
+        if producer_rc or consumer_rc:
+            print(f"rtvi up: producer exited {producer_rc}, consumer exited {consumer_rc}; see {work_dir}")
+            return 1
+        return verdict.code
     except BrokerError as exc:
         log.error("%s", exc)
         return 2
@@ -197,10 +235,3 @@ def run_pipeline(config: UpConfig) -> int:
             service.stop()
         if broker:
             broker.stop()
-
-
-def _produced_count(output: str) -> int:
-    for line in reversed(output.splitlines()):
-        if line.startswith("rtvi produce:") and " delivered," in line:
-            return int(line.split(" delivered,")[0].rsplit(" ", 1)[1])
-    return 0

@@ -1,4 +1,5 @@
 """The inference service: Open Inference Protocol v2 over gRPC with dynamic batching.
 
-Importing this package pulls in torch; the consumer and producer never do.
+torch, onnxruntime and openvino are imported only by the engine a model runs on
+(``engines/``); the consumer and producer never import this package's engines.
 """

@@ -1,8 +1,8 @@
 """Dynamic batching: concurrent requests merge into one model call.
 
 Requests wait in a queue; when a model instance is free, the batcher takes the
-oldest request and every queued request of the same kind (dtype and shape) that fits
-in ``max_batch_size``, waiting at most ``max_queue_delay`` after the oldest arrived
+oldest request and every queued request with the same key (the shape of one row) that
+fits in ``max_batch_size``, waiting at most ``max_queue_delay`` after the oldest arrived
 for more to come. Requests that waited while the model was busy are already past
 their delay and go at once, so under load batches fill up without added latency.
 """
@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+# Requests batch together when their rows have the same shape.
+BatchKey = tuple[int, ...]
+
 
 @dataclass(eq=False)  # identity: deque.remove() must not compare the numpy inputs
 class _Pending:
-    kind: Hashable
+    key: BatchKey
     inputs: np.ndarray
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
@@ -41,9 +44,11 @@ class BatchStats:
 
 
 class DynamicBatcher:
+    """Merges concurrent ``submit`` calls into calls of ``run`` (rows in, rows out)."""
+
     def __init__(
         self,
-        run: Callable[[Hashable, np.ndarray], np.ndarray],
+        run: Callable[[np.ndarray], np.ndarray],
         executor: Executor,
         max_batch_size: int,
         max_queue_delay_s: float,
@@ -52,6 +57,10 @@ class DynamicBatcher:
     ) -> None:
         """``concurrency`` batches run at once (one per model instance, each on its own
         thread of ``executor``)."""
+        if max_batch_size < 1 or concurrency < 1 or max_queue_delay_s < 0:
+            raise ValueError(
+                f"max_batch_size and concurrency must be >= 1 and the delay >= 0, got {max_batch_size}, "
+                f"{concurrency}, {max_queue_delay_s}")
         self._run_model = run
         self._executor = executor
         self._max_batch = max_batch_size
@@ -62,6 +71,17 @@ class DynamicBatcher:
         self._task: asyncio.Task | None = None
         self._free = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task] = set()
+        self._computing = 0
+        # When work last moved: a batch finished, or work arrived at an idle batcher.
+        self._progress = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue) or self._computing > 0
+
+    def stalled_seconds(self) -> float:
+        """How long requests have waited without any batch completing (0 when idle)."""
+        return time.monotonic() - self._progress if self.busy else 0.0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="dynamic-batcher")
@@ -79,23 +99,25 @@ class DynamicBatcher:
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("server shutting down"))
 
-    async def submit(self, kind: Hashable, inputs: np.ndarray) -> np.ndarray:
+    async def submit(self, inputs: np.ndarray) -> np.ndarray:
         """Queue ``inputs`` (batch-first) and return this request's rows of the output."""
-        if len(inputs) > self._max_batch:
-            raise ValueError(f"batch of {len(inputs)} exceeds max batch size {self._max_batch}")
+        if not 1 <= len(inputs) <= self._max_batch:
+            raise ValueError(f"batch of {len(inputs)} is not within 1..{self._max_batch} (max batch size)")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(kind, inputs, future))
+        if not self.busy:
+            self._progress = time.monotonic()
+        self._queue.append(_Pending(tuple(inputs.shape[1:]), inputs, future))
         self._arrived.set()
         return await future
 
     def _take_compatible(self, batch: list[_Pending], room: int) -> int:
-        """Move queued requests of the batch's kind that fit into ``batch``."""
-        kind = batch[0].kind
+        """Move queued requests with the batch's key that fit into ``batch``."""
+        key = batch[0].key
         taken = 0
         for pending in list(self._queue):
             if pending.future.done():  # caller went away
                 self._queue.remove(pending)
-            elif pending.kind == kind and pending.size <= room - taken:
+            elif pending.key == key and pending.size <= room - taken:
                 self._queue.remove(pending)
                 batch.append(pending)
                 taken += pending.size
@@ -137,13 +159,12 @@ class DynamicBatcher:
             task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[_Pending]) -> None:
+        self._computing += 1
         try:
             started = time.perf_counter()
             inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([p.inputs for p in batch])
             try:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._run_model, batch[0].kind, inputs
-                )
+                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_model, inputs)
             except Exception as exc:  # the model failed: fail this batch, keep serving
                 for pending in batch:
                     if not pending.future.done():
@@ -163,4 +184,6 @@ class DynamicBatcher:
                 )
             )
         finally:
+            self._computing -= 1
+            self._progress = time.monotonic()
             self._free.release()

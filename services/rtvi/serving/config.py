@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from rtvi._private.settings import require, setting
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -15,24 +17,35 @@ class ServerConfig:
     host: str = setting("0.0.0.0", "address the gRPC server binds to")
     port: int = setting(8001, "gRPC port (Open Inference Protocol v2 and grpc.health.v1)")
     metrics_port: int = setting(8002, "Prometheus metrics HTTP port; 0 disables it")
-    model: str = setting("resnet18", "torchvision classification architecture", metavar="NAME")
-    model_name: str = setting("", "v2 model name clients address; empty means the architecture name")
+    model: str = setting(
+        "resnet18", "a torchvision classification architecture, or a model directory (model.onnx | model.pt2 | "
+        "model.pt, labels.txt, config.yaml)", metavar="NAME|DIR")
+    model_name: str = setting("", "v2 model name clients address; empty means the architecture or directory name")
+    model_repository: str = setting(
+        "", "serve every model directory under DIR at once, each under its folder name (replaces --model)",
+        metavar="DIR")
+    engine: str = setting(
+        "auto", "auto picks by artifact and hardware (torch for torchvision/TorchScript/torch.export, ONNX Runtime "
+        "for ONNX) and logs why", choices=ENGINE_CHOICES)
     weights: str = setting(
         "DEFAULT",
-        "DEFAULT (torchvision's pretrained weights from the torch hub cache; never downloaded "
-        "at run time), none (random init: meaningless labels, for tests), or a checkpoint path",
+        "for an architecture name: DEFAULT (torchvision's pretrained weights from the torch hub cache; never "
+        "downloaded at run time), none (random init: meaningless labels, for tests), or a checkpoint path",
         metavar="WEIGHTS",
     )
-    precision: str = setting("fp32", "compute precision: bf16 uses CPU/CUDA autocast, fp16 needs CUDA", choices=PRECISIONS)
+    precision: str = setting(
+        "auto", "compute precision; auto never emulates: bf16 only on CPUs with native bf16 (AVX512-BF16, AMX), "
+        "fp16 on CUDA, else fp32; an int8 artifact runs as stored", choices=PRECISIONS)
     device: str = setting("auto", "where the model runs: auto picks CUDA when present", choices=DEVICES)
     channels_last: bool = setting(True, "run convolutions in channels_last memory format (faster on CPU and tensor cores)")
-    threads: int = setting(0, "torch intra-op threads per instance; 0 keeps torch's default (one per core)")
+    threads: int = setting(0, "intra-op threads per instance; 0 = auto (usable CPUs / instances)")
     instances: int = setting(
-        1,
+        0,
         "model instances computing batches concurrently, each on its own thread (Triton's instance "
-        "count); on CPU, N instances x 1 thread keeps the cores busier than 1 x N while images decode",
+        "count); 0 = auto: one per usable CPU (affinity and cgroup quota) up to 4; on CPU, N instances "
+        "x 1 thread keeps the cores busier than 1 x N while images decode",
     )
-    compile: bool = setting(False, "torch.compile the model (slower start, faster steady state)")
+    compile: bool = setting(False, "torch engine: torch.compile the model (slower start, faster steady state)")
     max_batch_size: int = setting(16, "largest batch the dynamic batcher forms; larger requests are rejected")
     max_queue_delay_ms: float = setting(5.0, "how long a request may wait for others to fill a batch")
     preprocess_workers: int = setting(2, "threads decoding and resizing images off the event loop")
@@ -53,6 +66,9 @@ class ServerConfig:
         "so load balancers and endpoints stop routing here first (Kubernetes: a few seconds)",
     )
     shutdown_grace_s: float = setting(20.0, "on SIGTERM, how long in-flight requests may then finish")
+    liveness_timeout_s: float = setting(
+        60.0, "health service 'liveness' turns NOT_SERVING when batches wait and none completed for this long "
+        "(a wedged model; Kubernetes then restarts the pod)")
 
     def __post_init__(self) -> None:
         require(0 < self.port < 65536, f"port must be 1..65535, got {self.port}")
@@ -60,7 +76,10 @@ class ServerConfig:
         require(self.max_batch_size >= 1, f"max batch size must be >= 1, got {self.max_batch_size}")
         require(self.max_queue_delay_ms >= 0, "max queue delay must be >= 0 ms")
         require(self.threads >= 0, "threads must be >= 0")
-        require(self.instances >= 1, "instances must be >= 1")
+        require(self.instances >= 0, "instances must be >= 0 (0 = auto)")
+        require(self.liveness_timeout_s > 0, "liveness timeout must be > 0 s")
+        require(not (self.model_repository and self.model_name),
+                "--model-name names a single model; a repository serves each model under its folder name")
         require(self.preprocess_workers >= 1, "preprocess workers must be >= 1")
         require(self.max_image_pixels >= 1, "max image pixels must be >= 1")
         require(self.max_message_mb >= 1, "max message size must be >= 1 MiB")
@@ -72,7 +91,8 @@ class ServerConfig:
 
     @property
     def served_name(self) -> str:
-        return self.model_name or self.model
+        """The v2 name of the single model served without a repository."""
+        return self.model_name or os.path.basename(os.path.normpath(self.model))
 
     @property
     def max_message_bytes(self) -> int:

@@ -13,7 +13,7 @@ REQUESTS = Counter(
 IMAGES = Counter("rtvi_inference_images_total", "Images (batch rows) classified", ["model"])
 ERRORS = Counter(
     "rtvi_inference_errors_total",
-    "Failed ModelInfer requests by reason (decode, invalid_input, unknown_model, too_large, not_ready, internal)",
+    "Failed ModelInfer requests by reason (decode, too_many_pixels, invalid_input, unknown_model, too_large, not_ready, internal)",
     ["model", "reason"],
 )
 REQUEST_SECONDS = Histogram(
@@ -31,3 +31,7 @@ COMPUTE_SECONDS = Histogram(
 BATCH_SIZE = Histogram("rtvi_inference_batch_size", "Rows per model call", ["model"], buckets=_BATCH_BUCKETS)
 IN_FLIGHT = Gauge("rtvi_inference_in_flight_requests", "ModelInfer requests being handled", ["model"])
 READY = Gauge("rtvi_inference_model_ready", "1 once the model is loaded and warmed up", ["model"])
+MODEL_INFO = Gauge(
+    "rtvi_inference_model_info", "1 per loaded model, labelled with how it runs (a fleet's precisions at a glance)",
+    ["model", "engine", "precision", "device", "instances", "threads"],
+)

@@ -22,13 +22,9 @@ _REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_
 class ImageDecodeError(ValueError):
     """One image in a request could not be decoded."""
 
-    reason = "decode"  # the error metric's reason label
-
 
 class ImageTooLargeError(ImageDecodeError):
     """An image's header claims more pixels than the server decodes (a decompression bomb)."""
-
-    reason = "too_many_pixels"
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -165,3 +165,24 @@ def ensure_topics(config: KafkaConfig, topics: dict[str, int], timeout: float = 
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+class BrokerUnreachable(RuntimeError):
+    """No broker answered at the bootstrap servers."""
+
+
+def check_broker(config: KafkaConfig, timeout: float) -> None:
+    """Fail fast when no broker answers, instead of retrying quietly for minutes.
+
+    Asks for cluster metadata with a client that has no error callback, so an
+    unreachable broker ends in one ``BrokerUnreachable``, not a line per retry.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient(config.admin()).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnreachable(
+            f"no Kafka broker answered at {config.bootstrap_servers} within {timeout:g}s ({exc.args[0].str()})"
+        ) from None

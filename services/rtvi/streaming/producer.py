@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError, Producer
 
 from rtvi._private.settings import parse_size
 from rtvi.streaming.frames import FrameInfo
-from rtvi.streaming.kafka_config import error_logger
+from rtvi.streaming.kafka_config import BrokerUnreachable, check_broker, error_logger
 from rtvi.streaming.producer_config import ProducerConfig
 from rtvi.streaming.sources import CaptureSource, ImageFolderSource, SourceError, SyntheticSource
 
@@ -54,7 +54,11 @@ class FrameProducer:
     def __init__(self, config: ProducerConfig) -> None:
         self.config = config
         self.stats = ProduceStats()
-        self._producer = Producer(config.producer("producer", error_cb=error_logger(log)))
+        # murmur2 (the Java clients' partitioner) spreads stream ids like stream-0, stream-1
+        # over the partitions; librdkafka's default CRC32 sends every one of them to the
+        # same partition of two, leaving the other partition, and its consumer, idle.
+        self._producer = Producer(config.producer("producer", partitioner="murmur2_random",
+                                                  error_cb=error_logger(log)))
         self._resize = parse_size(config.resize) if config.resize else None
         self._stopping = False
 
@@ -108,6 +112,10 @@ class FrameProducer:
     def run(self) -> int:
         cfg = self.config
         sources = {f"{cfg.stream_prefix}-{i}": open_source(cfg, i) for i in range(cfg.streams)}
+        check_broker(cfg, cfg.connect_timeout_s)
+        # Connect and learn the topic's partitions now, so the first frames are not
+        # stamped and then held while the client connects (they would arrive stale).
+        self._producer.list_topics(cfg.topic, timeout=cfg.connect_timeout_s)
         counts = dict.fromkeys(sources, 0)
         self.stats.started = time.monotonic()
         deadline = self.stats.started + cfg.duration if cfg.duration else float("inf")
@@ -148,11 +156,12 @@ class FrameProducer:
 
 
 def produce(config: ProducerConfig) -> int:
+    """Sources are opened and the broker is asked first: either missing is one line, exit 2."""
     try:
         producer = FrameProducer(config)
         signal.signal(signal.SIGTERM, producer.stop)
         signal.signal(signal.SIGINT, producer.stop)
         return producer.run()
-    except SourceError as exc:
+    except (SourceError, BrokerUnreachable) as exc:
         log.error("%s", exc)
         return 2

@@ -27,12 +27,14 @@ class ProducerConfig(KafkaConfig):
     resize: str = setting("", "resize frames to WxH before encoding; empty keeps the source size", metavar="WxH")
     jpeg_quality: int = setting(85, "JPEG quality 1-100")
     report_interval: float = setting(10.0, "seconds between progress lines; 0 disables them")
+    connect_timeout_s: float = setting(2.5, "exit with an error if no broker answers within this many seconds at start")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.streams >= 1, "streams must be >= 1")
         require(self.fps >= 0, "fps must be >= 0")
         require(self.duration >= 0 and self.max_frames >= 0, "duration and max frames must be >= 0")
+        require(self.connect_timeout_s > 0, "connect timeout must be > 0")
         require(1 <= self.jpeg_quality <= 100, "JPEG quality must be 1..100")
         require(self.source != "video" or bool(self.video), "--source video needs --video PATH")
         require(self.source != "images" or bool(self.images), "--source images needs --images DIR")

@@ -43,6 +43,22 @@ class LatencyStats:
         return ordered[rank]
 
 
+# Why frames are dropped in real-time mode, with the block's words for each.
+DROP_REASONS = {
+    "stale": "stale on read",  # already older than the maximum age when read from Kafka
+    "expired": "expired in buffer",  # aged past it while waiting, judged when it would be sent
+    "overflow": "overflow",  # more waited than one round of calls takes: the longest stream's oldest went
+}
+STREAMS_SHOWN = 20
+
+
+@dataclass
+class StreamCounts:
+    processed: int = 0
+    dropped: int = 0
+    failed: int = 0
+
+
 @dataclass
 class ConsumerReport:
     """Counters the block is made of, updated by the consumer as it works."""
@@ -51,11 +67,30 @@ class ConsumerReport:
     processed: int = 0
     failed: int = 0
     retries: int = 0
-    dropped: int = 0
+    max_frame_age_ms: float = 0.0
+    dropped_by_reason: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    streams: dict[str, StreamCounts] = field(default_factory=dict)
     started: float | None = None  # when the first frame arrived: idle time before it is not "slow"
     busy_seconds: float = 0.0
     latency: LatencyStats = field(default_factory=LatencyStats)
     inference: LatencyStats = field(default_factory=LatencyStats)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.dropped_by_reason.values())
+
+    def stream(self, stream: str) -> StreamCounts:
+        counts = self.streams.get(stream)
+        if counts is None:
+            counts = self.streams[stream] = StreamCounts()
+        return counts
+
+    def _stream_lines(self) -> list[str]:
+        busiest = sorted(self.streams.items(), key=lambda kv: (-kv[1].processed - kv[1].dropped, kv[0]))
+        lines = [f"  {name}: {c.processed} / {c.dropped} / {c.failed}" for name, c in busiest[:STREAMS_SHOWN]]
+        if len(busiest) > STREAMS_SHOWN:
+            lines.append(f"  ... and {len(busiest) - STREAMS_SHOWN} more streams")
+        return lines
 
     def render(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9) if self.started is not None else 0.0
@@ -84,8 +119,12 @@ class ConsumerReport:
             f"  total: {self.failed}",
             f"  rate: {100.0 * self.failed / attempted if attempted else 0.0:.2f}%",
             f"  retries: {self.retries}",
-            "DROPPED",
-            f"  stale frames: {self.dropped}",
+            "DROPPED (" + (f"real time: frames older than {self.max_frame_age_ms:g} ms are skipped)"
+                           if self.max_frame_age_ms else "keep-all mode: nothing is dropped)"),
+            f"  total: {self.dropped}",
+            *(f"  {label}: {self.dropped_by_reason[reason]}" for reason, label in DROP_REASONS.items()),
+            "STREAMS (processed / dropped / failed)",
+            *self._stream_lines(),
             END,
         ]
         return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,14 +53,31 @@ class SyntheticSource:
 
 
 class CaptureSource:
-    """A video file (optionally looped) or a camera, through OpenCV's VideoCapture."""
+    """A video file (optionally looped) or a camera, through OpenCV's VideoCapture.
+
+    Opening fails at once with one clear ``SourceError`` (OpenCV's own multi-line
+    backend warnings are silenced while it tries), so a wrong path or camera index is
+    reported before anything else starts.
+    """
 
     def __init__(self, target: str | int, loop: bool = False) -> None:
         self.target, self.loop = target, loop
-        self._capture = cv2.VideoCapture(target)
+        if isinstance(target, str) and not Path(target).is_file():
+            raise SourceError(f"video file {target!r} does not exist")
+        if isinstance(target, int) and sys.platform == "linux" and not Path(f"/dev/video{target}").exists():
+            raise SourceError(f"no camera {target}: /dev/video{target} does not exist")
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            self._capture = cv2.VideoCapture(target)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not self._capture.isOpened():
             kind = "camera" if isinstance(target, int) else "video file"
-            raise SourceError(f"cannot open {kind} {target!r}")
+            raise SourceError(f"cannot open {kind} {target!r} (OpenCV could not read it)")
+
+    def close(self) -> None:
+        self._capture.release()
 
     def __iter__(self) -> Iterator[np.ndarray]:
         try:
@@ -75,7 +93,7 @@ class CaptureSource:
                 self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 yielded = False
         finally:
-            self._capture.release()
+            self.close()
 
 
 class ImageFolderSource:
@@ -96,3 +114,8 @@ class ImageFolderSource:
                 yield image
             if not self.loop:
                 return
+
+
+def check_capture(target: str | int) -> None:
+    """Open and close a video file or camera: a missing one is a SourceError now, not later."""
+    CaptureSource(target).close()

@@ -1,15 +1,21 @@
-"""`rtvi consume`: frames in, v2 inference with several calls in flight, predictions out.
+"""`rtvi consume`'s event loop: poll, accept, dispatch, publish, commit, pause/resume, drain.
 
-Delivery guarantee: at-least-once. A frame's offset is committed only after the
-broker acknowledged its prediction (or error record), and only once every earlier
-frame of its partition is done too, so a crash at any point re-reads, never skips.
-Predictions of a partition are published in frame order, so each stream's
-predictions keep their order even with several inference calls in flight.
+Delivery guarantee: at-least-once. A frame's offset is committed only after the broker
+acknowledged its prediction (or error record), and only once every earlier frame of its
+partition is done too (``offsets``), so a crash at any point re-reads, never skips.
+Predictions of a partition are published in frame order, so each stream's predictions
+keep their order even with several inference calls in flight.
 
-All Kafka calls run on the event loop's thread (poll with timeout 0), so rebalance
-and delivery callbacks never race with the pipeline's state, and the loop never
-blocks long enough to be evicted from the group: when the pipeline is full the
-consumer pauses its partitions instead of stopping to poll.
+All Kafka calls run on the event loop's thread (poll with timeout 0), so rebalance and
+delivery callbacks never race with the pipeline's state, and the loop never blocks long
+enough to be evicted from the group: when the pipeline is full the consumer pauses its
+partitions instead of stopping to poll.
+
+Two modes. Keep-all (``--max-frame-age-ms 0``): every frame is predicted, however late;
+reading stops while the buffer is full. Real time: reading goes on so that every stream's
+newest frames are at hand; frames too old when read, frames that aged past the bound while
+buffered (judged when they would be sent) and the oldest frames of the longest stream beyond
+one round of calls are skipped, committed and counted by reason (``scheduler``).
 """
 
 from __future__ import annotations
@@ -19,17 +25,16 @@ import json
 import logging
 import signal
 import time
-from collections import deque
-from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from prometheus_client import start_http_server
 
-from rtvi.protocol.client import InferenceClient
-from rtvi.protocol.errors import InferenceError
 from rtvi.streaming import consumer_metrics as metrics
-from rtvi.streaming.frames import FrameInfo, prediction_record
+from rtvi.streaming.consumer.health import Health, serve_http
+from rtvi.streaming.consumer.inference import BatchInference
+from rtvi.streaming.consumer.offsets import PartitionState, Slot
+from rtvi.streaming.consumer.scheduler import FairScheduler
 from rtvi.streaming.consumer_config import ConsumerConfig
+from rtvi.streaming.frames import FrameInfo, prediction_record
 from rtvi.streaming.kafka_config import error_logger
 from rtvi.streaming.report import ConsumerReport
 
@@ -37,54 +42,18 @@ log = logging.getLogger("rtvi.consume")
 
 # How long the pipeline may stay full before the partitions are paused.
 PAUSE_AFTER_S = 10.0
-
-
-@dataclass(eq=False)
-class Slot:
-    """One frame's way through the pipeline."""
-
-    partition: PartitionState
-    offset: int
-    info: FrameInfo
-    value: bytes
-    record: bytes | None = None
-    skip: bool = False
-    failed: bool = False
-    delivered: bool = False
-
-
-@dataclass(eq=False)
-class PartitionState:
-    """Frames of one partition in offset order: published in order, committed in order."""
-
-    partition: int
-    pending: deque = field(default_factory=deque)  # not yet published
-    unacked: deque = field(default_factory=deque)  # published, awaiting the broker's ack
-    revoked: bool = False
-
-    def ready_to_publish(self):
-        while self.pending and (self.pending[0].record is not None or self.pending[0].skip):
-            slot = self.pending.popleft()
-            self.unacked.append(slot)
-            yield slot
-
-    def commit_position(self) -> int | None:
-        """The offset to commit once the delivered prefix grew, else None."""
-        last = None
-        while self.unacked and self.unacked[0].delivered:
-            last = self.unacked.popleft().offset
-        return None if last is None else last + 1
-
-    def __len__(self) -> int:
-        return len(self.pending) + len(self.unacked)
+# Real time reads on while frames are dropped; frames held behind one still in flight
+# (in order, for the commit) are bounded at this many times the ready buffer.
+REAL_TIME_HELD_FACTOR = 16
 
 
 class FrameConsumer:
     def __init__(self, config: ConsumerConfig) -> None:
         self.config = config
-        self.report = ConsumerReport()
+        self.report = ConsumerReport(max_frame_age_ms=config.max_frame_age_ms)
+        self.health = Health(config.liveness_timeout_s)
         self.partitions: dict[int, PartitionState] = {}
-        self.ready: deque[Slot] = deque()
+        self.scheduler: FairScheduler[Slot] = FairScheduler(config.max_frame_age_ms)
         self.ready_since = 0.0
         self.in_flight: set[asyncio.Task] = set()
         self.paused = False
@@ -92,6 +61,7 @@ class FrameConsumer:
         self.stopping = False
         self._to_commit: dict[int, int] = {}
         self._last_busy = time.monotonic()
+        self._labels = metrics.StreamLabels(config.stream_label_limit)
         self._on_kafka_error = error_logger(log)
         self._consumer = Consumer(
             config.consumer(
@@ -101,7 +71,7 @@ class FrameConsumer:
             )
         )
         self._producer = Producer(config.producer("predictions", error_cb=self._on_kafka_error))
-        self._client = InferenceClient(config.inference_url, config.model, config.max_record_bytes * config.batch_size)
+        self.inference = BatchInference(config, self.report, self.health, self._fail)
 
     # --- Kafka callbacks (all on the loop thread, inside poll/consume) ---------
     def _on_stats(self, stats_json: str) -> None:
@@ -115,6 +85,7 @@ class FrameConsumer:
     def _on_assign(self, consumer, partitions) -> None:
         for tp in partitions:
             self.partitions[tp.partition] = PartitionState(tp.partition)
+        self.health.partitions = len(self.partitions)
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer, partitions) -> None:
@@ -127,9 +98,10 @@ class FrameConsumer:
             state = self.partitions.pop(tp.partition, None)
             if state:
                 state.revoked = True
-        revoked = {tp.partition for tp in partitions}
-        self.ready = deque(s for s in self.ready if s.partition.partition not in revoked)
-        log.info("revoked partitions %s (unfinished frames there go to their next owner)", sorted(revoked))
+        self.health.partitions = len(self.partitions)
+        revoked = sorted(tp.partition for tp in partitions)
+        self.scheduler.discard(lambda slot: slot.partition.revoked)
+        log.info("revoked partitions %s (unfinished frames there go to their next owner)", revoked)
 
     def _on_delivery(self, slot: Slot, err: KafkaError | None, msg) -> None:
         if err is not None:
@@ -140,7 +112,9 @@ class FrameConsumer:
         slot.delivered = True
         if not slot.failed:
             self.report.processed += 1
+            self.report.stream(slot.info.stream).processed += 1
             metrics.PROCESSED.inc()
+            metrics.count_stream(self._labels, slot.info.stream, "processed")
             age = slot.info.age_ms()
             if age is not None:
                 self.report.latency.add(age)
@@ -152,25 +126,31 @@ class FrameConsumer:
         if state is None:  # a straggler from a revoked partition
             return
         info = FrameInfo.from_record(msg.headers(), msg.key())
-        slot = Slot(state, msg.offset(), info, msg.value() or b"")
-        state.pending.append(slot)
+        slot = state.add(msg.offset(), info, msg.value() or b"")
         self.report.consumed += 1
         if self.report.started is None:
             self.report.started = time.monotonic()
         metrics.CONSUMED.inc()
         age = info.age_ms()
-        if self.config.max_frame_age_ms and age is not None and age > self.config.max_frame_age_ms:
-            slot.skip = True
-            self.report.dropped += 1
-            metrics.DROPPED.labels("stale").inc()
+        if self.config.real_time and age is not None and age > self.config.max_frame_age_ms:
+            self._drop(slot, "stale")
         elif not slot.value:
             self._fail(slot, "empty frame (0 bytes)", "empty")
         elif len(slot.value) > self.config.max_frame_bytes:
             self._fail(slot, f"frame of {len(slot.value)} bytes exceeds the {self.config.max_frame_bytes}-byte limit", "too_large")
         else:
-            if not self.ready:
+            if not self.scheduler:
                 self.ready_since = time.monotonic()
-            self.ready.append(slot)
+            self.scheduler.add(info.stream, slot, info.capture_ns)
+
+    def _drop(self, slot: Slot, reason: str) -> None:
+        """Skip a frame on purpose: committed in its turn, never predicted."""
+        slot.skip = True
+        slot.value = b""
+        self.report.dropped_by_reason[reason] += 1
+        self.report.stream(slot.info.stream).dropped += 1
+        metrics.DROPPED.labels(reason).inc()
+        metrics.count_stream(self._labels, slot.info.stream, "dropped")
 
     def _fail(self, slot: Slot, message: str, reason: str) -> None:
         slot.failed = True
@@ -178,73 +158,45 @@ class FrameConsumer:
             slot.info, model=self.config.model, error=message, source=(slot.partition.partition, slot.offset)
         )
         self.report.failed += 1
+        self.report.stream(slot.info.stream).failed += 1
         metrics.FAILED.labels(reason).inc()
+        metrics.count_stream(self._labels, slot.info.stream, "failed")
         log.warning("frame %s#%d (partition %d offset %d): %s", slot.info.stream, slot.info.frame,
                     slot.partition.partition, slot.offset, message)
+
+    def _shed(self) -> None:
+        """Real time: skip what aged past the bound while buffered, and the oldest frames
+        of the longest streams beyond what one round of inference calls takes.
+
+        Under overload a frame beyond that round would wait at least one more round trip
+        before it is sent, and be replaced by a newer one meanwhile anyway: holding it
+        only adds latency. Two frames per waiting stream are always kept, so that many
+        slow streams are not shed below their share.
+        """
+        cfg = self.config
+        if not cfg.real_time:
+            return
+        for slot in self.scheduler.expire(time.time_ns()):
+            self._drop(slot, "expired")
+        for slot in self.scheduler.shed(max(cfg.batch_size * cfg.max_in_flight, 2 * self.scheduler.streams)):
+            self._drop(slot, "overflow")
 
     def _dispatch(self) -> None:
         cfg = self.config
         linger_over = time.monotonic() - self.ready_since >= cfg.batch_linger_ms / 1000
-        while self.ready and len(self.in_flight) < cfg.max_in_flight and (
-            len(self.ready) >= cfg.batch_size or linger_over or self.stopping
+        while self.scheduler and len(self.in_flight) < cfg.max_in_flight and (
+            len(self.scheduler) >= cfg.batch_size or linger_over or self.stopping
         ):
-            batch = [self.ready.popleft() for _ in range(min(cfg.batch_size, len(self.ready)))]
-            task = asyncio.get_running_loop().create_task(self._infer(batch))
+            batch, expired = self.scheduler.take(cfg.batch_size, time.time_ns())
+            for slot in expired:
+                self._drop(slot, "expired")
+            if not batch:
+                continue
+            task = asyncio.get_running_loop().create_task(self.inference.infer(batch))
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
             self.ready_since = time.monotonic()
         metrics.IN_FLIGHT.set(len(self.in_flight))
-
-    async def _infer(self, batch: list[Slot]) -> None:
-        """Classify a batch; whatever goes wrong, every frame ends with a record."""
-        try:
-            await self._classify(batch)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug or a malformed answer must not stall the partition
-            log.exception("inference of %d frames failed", len(batch))
-            for slot in batch:
-                if slot.record is None:
-                    self._fail(slot, f"internal error: {exc}", "internal")
-
-    async def _classify(self, batch: list[Slot]) -> None:
-        cfg = self.config
-        backoff = 0.1
-        while True:
-            if all(s.partition.revoked for s in batch):
-                return
-            started = time.perf_counter()
-            try:
-                results = await self._client.classify(
-                    [s.value for s in batch], top_k=cfg.top_k, timeout=cfg.request_timeout_s
-                )
-                break
-            except InferenceError as exc:
-                if exc.retryable:
-                    self.report.retries += 1
-                    metrics.RETRIES.labels(exc.code).inc()
-                    if backoff >= cfg.retry_backoff_max_s or self.report.retries == 1:
-                        log.warning("inference %s at %s: %s; retrying", exc.code, cfg.inference_url, exc.message)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, cfg.retry_backoff_max_s)
-                    continue
-                if len(batch) > 1:  # find the bad frame(s): the rest must still be classified
-                    await asyncio.gather(*(self._infer([s]) for s in batch))
-                    return
-                self._fail(batch[0], str(exc), exc.code.lower())
-                return
-        seconds = time.perf_counter() - started
-        metrics.INFERENCE_SECONDS.observe(seconds)
-        metrics.BATCH_SIZE.observe(len(batch))
-        self.report.inference.add(seconds * 1000)
-        if len(results) != len(batch):
-            raise RuntimeError(f"server answered {len(results)} results for {len(batch)} frames")
-        for slot, top in zip(batch, results, strict=True):
-            slot.record = prediction_record(
-                slot.info, model=cfg.model, inference_ms=seconds * 1000,
-                top=[{"label": c.label, "index": c.index, "score": c.score} for c in top],
-                source=(slot.partition.partition, slot.offset),
-            )
 
     def _produce(self, slot: Slot) -> None:
         while True:
@@ -289,21 +241,25 @@ class FrameConsumer:
     def _fetch(self) -> list:
         """Read as many frames as there is room for.
 
-        When the pipeline is full the consumer simply reads nothing, keeping
-        librdkafka's prefetched frames. Only if it stays full for PAUSE_AFTER_S
-        (the inference service is down, say) are the partitions paused, so that
-        polling can go on without reading and the group does not evict it.
+        Keep-all: when the pipeline is full the consumer simply reads nothing, keeping
+        librdkafka's prefetched frames. Real time: it reads on (``_shed`` bounds what is
+        held), up to a far higher limit for frames held behind one still in flight. Only
+        if the pipeline stays full for PAUSE_AFTER_S (the inference service is down, say)
+        are the partitions paused, so that polling can go on without reading and the
+        group does not evict it.
         """
+        self.health.polled()
         buffered = self._buffered()
         metrics.BUFFERED.set(buffered)
         now = time.monotonic()
         if buffered:
             self.report.busy_seconds += now - self._last_busy
         self._last_busy = now
-        room = self.config.max_buffered - buffered
+        limit = self.config.max_buffered * (REAL_TIME_HELD_FACTOR if self.config.real_time else 1)
+        room = min(limit - buffered, self.config.max_buffered)
         if room > 0 and not self.stopping:
             self._full_since = None
-            if self.paused and buffered <= self.config.max_buffered // 2:
+            if self.paused and buffered <= limit // 2:
                 self._consumer.resume(self._consumer.assignment())
                 self.paused = False
             if not self.paused:
@@ -324,10 +280,14 @@ class FrameConsumer:
     async def run(self) -> int:
         cfg = self.config
         self._consumer.subscribe([cfg.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("consuming %s (group %s) from %s; inference at %s; predictions to %s",
-                 cfg.topic, cfg.group, cfg.bootstrap_servers, cfg.inference_url, cfg.predictions_topic)
+        log.info("consuming %s (group %s) from %s; inference at %s; predictions to %s; %s",
+                 cfg.topic, cfg.group, cfg.bootstrap_servers, cfg.inference_url, cfg.predictions_topic,
+                 f"real time: frames older than {cfg.max_frame_age_ms:g} ms are skipped" if cfg.real_time
+                 else "keep-all: every frame is predicted")
         next_commit = time.monotonic() + cfg.commit_interval_s
         next_report = time.monotonic() + cfg.report_interval if cfg.report_interval else float("inf")
+        next_ready_check = time.monotonic()
+        ready_check: asyncio.Task | None = None
         while not self.stopping and not self._done():
             messages = self._fetch()
             for msg in messages:
@@ -336,16 +296,22 @@ class FrameConsumer:
                     self._accept(msg)
                 elif err.code() != KafkaError._PARTITION_EOF:
                     self._on_kafka_error(err)
+            self._shed()
             self._dispatch()
             self._publish()
             now = time.monotonic()
             if now >= next_commit:
                 self._commit()
                 next_commit = now + cfg.commit_interval_s
+            if now >= next_ready_check and (ready_check is None or ready_check.done()):
+                ready_check = asyncio.get_running_loop().create_task(self.inference.check_ready())
+                next_ready_check = now + cfg.readiness_interval_s
             if now >= next_report:
                 log.info("\n%s", self.report.render())
                 next_report = now + cfg.report_interval
             await asyncio.sleep(0 if messages else 0.002)
+        if ready_check is not None:
+            ready_check.cancel()
         await self._drain()
         return 0
 
@@ -354,9 +320,12 @@ class FrameConsumer:
         cfg = self.config
         self.stopping = True
         self._fetch()
-        log.info("stopping: finishing %d in-flight calls and %d buffered frames", len(self.in_flight), len(self.ready))
+        log.info("stopping: finishing %d in-flight calls and %d buffered frames", len(self.in_flight), len(self.scheduler))
         deadline = time.monotonic() + cfg.shutdown_timeout_s
-        while (self.ready or self.in_flight or any(s.pending for s in self.partitions.values())) and time.monotonic() < deadline:
+        while (self.scheduler or self.in_flight or any(s.pending for s in self.partitions.values())) \
+                and time.monotonic() < deadline:
+            self.health.polled()
+            self._shed()
             self._dispatch()
             self._publish()
             await asyncio.sleep(0.005)
@@ -366,16 +335,24 @@ class FrameConsumer:
         if remaining:
             log.error("%d predictions not acknowledged before shutdown; their frames stay uncommitted", remaining)
         self._commit(sync=True)
-        await self._client.close()
+        await self.inference.client.close()
         self._consumer.close()
         log.info("\n%s", self.report.render())
 
 
 async def consume(config: ConsumerConfig) -> int:
-    if config.metrics_port:
-        start_http_server(config.metrics_port, addr=config.metrics_host)
     consumer = FrameConsumer(config)
+    if config.metrics_port:
+        serve_http(config.metrics_host, config.metrics_port, consumer.health)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: setattr(consumer, "stopping", True))
+    if config.debug_stall_s:
+        # A diagnostic, off by default: a real stall of the loop, to watch /livez fail.
+        loop.add_signal_handler(signal.SIGUSR1, _stall, config.debug_stall_s)
     return await consumer.run()
+
+
+def _stall(seconds: float) -> None:
+    log.warning("SIGUSR1: blocking the event loop for %gs (--debug-stall-s diagnostic)", seconds)
+    time.sleep(seconds)

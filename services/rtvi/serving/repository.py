@@ -1,0 +1,185 @@
+"""The model repository: v2 name -> (source, engine, task, batcher, instances).
+
+Names are known at start (a repository's folder names, or the single model's name),
+so a request for a model still loading gets UNAVAILABLE and an unknown name NOT_FOUND.
+Each model is loaded and warmed up on its own compute threads, one per instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rtvi.serving import metrics
+from rtvi.serving.batcher import BatchStats, DynamicBatcher
+from rtvi.serving.config import ServerConfig
+from rtvi.serving.engines import select
+from rtvi.serving.engines.base import Engine, ExecutionPlan
+from rtvi.serving.errors import ModelLoadError, ModelNotFound
+from rtvi.serving.modeldir import ModelSource, is_model_directory, load_directory, repository_entries
+from rtvi.serving.normalize import Normalizer
+from rtvi.serving.preprocess import ImageGeometry
+from rtvi.serving.tasks.classification import ClassificationTask
+
+log = logging.getLogger("rtvi.serve")
+
+
+@dataclass
+class ServedModel:
+    """One served model. ``engine`` and the rest are set once it is loaded and warm."""
+
+    name: str
+    location: str  # a model directory or a torchvision architecture name
+    max_batch_size: int
+    source: ModelSource | None = None
+    plan: ExecutionPlan | None = None
+    engine: Engine | None = None
+    task: ClassificationTask | None = None
+    geometry: ImageGeometry | None = None
+    normalizer: Normalizer | None = None
+    batcher: DynamicBatcher | None = None
+    compute_pool: ThreadPoolExecutor | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        assert self.engine is not None
+        return self.engine.run(batch)
+
+
+def planned_models(config: ServerConfig) -> dict[str, str]:
+    """v2 name -> model location, before anything is loaded."""
+    if config.model_repository:
+        return {name: str(path) for name, path in repository_entries(Path(config.model_repository)).items()}
+    return {config.served_name: config.model}
+
+
+def resolve_source(location: str, weights: str) -> ModelSource:
+    """A model directory's checked contents, or a torchvision architecture's labels and geometry."""
+    if is_model_directory(location):
+        return load_directory(Path(location))
+    if os.sep in location or location.startswith("."):
+        raise ModelLoadError(f"{location}: no such model directory")
+    from rtvi.serving.engines.torch import torchvision_source  # imports torch: only for architecture names
+
+    return torchvision_source(location, weights)
+
+
+def _model_file_name(source: ModelSource) -> str:
+    return source.artifact if source.format != "torchvision" else f"torchvision {source.artifact}"
+
+
+def _warm_up(model: ServedModel, batch_sizes: list[int]) -> None:
+    """Run each batch size once per instance (engines hand out their instances in turn),
+    and check the outputs are ``[N, classes]`` for the labels."""
+    assert model.source and model.normalizer and model.engine and model.plan
+    source, crop = model.source, model.source.preprocessing.crop
+    where = _model_file_name(source)
+    for n in [size for size in batch_sizes for _ in range(model.plan.instances)]:
+        batch = model.normalizer.images(np.zeros((n, crop, crop, 3), dtype=np.uint8))
+        try:
+            outputs = model.engine.run(batch)
+        except Exception as exc:  # the model cannot run such a batch: say so at start, not per request
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelLoadError(f"{where}: fails on a batch of {n} at {crop}x{crop}: {first_line}") from None
+        if outputs.ndim != 2 or outputs.shape[0] != n:
+            raise ModelLoadError(f"{where}: output shape {list(outputs.shape)} for a batch of {n} is not [N, classes]")
+        if outputs.shape[1] != len(source.labels):
+            labels = Path(source.artifact).with_name("labels.txt") if source.format != "torchvision" else where
+            raise ModelLoadError(
+                f"{labels}: {len(source.labels)} labels but {where} outputs {outputs.shape[1]} classes "
+                "(one label per output, in index order)")
+
+
+def load_model(model: ServedModel, config: ServerConfig) -> float:
+    """Resolve, plan, load and warm up ``model`` (on a compute thread); return the seconds taken."""
+    started = time.perf_counter()
+    source = resolve_source(model.location, config.weights)
+    try:
+        decision = select.plan(config, source)
+    except ModelLoadError as exc:  # a flag that does not fit this model: say which model
+        raise ModelLoadError(f"model {model.name}: {exc}") from None
+    plan = decision.plan
+    for warning in decision.warnings:
+        log.warning("model %s: %s", model.name, warning)
+    log.info("model %s: %s (%s)", model.name, plan.describe(), "; ".join(decision.reasons))
+    engine = select.engine_class(plan.engine)(source, plan)
+    engine.load()
+    model.source, model.plan, model.engine = source, plan, engine
+    model.task = ClassificationTask(source.labels)
+    model.normalizer = Normalizer(source.preprocessing)
+    model.geometry = ImageGeometry(
+        resize=source.preprocessing.resize, crop=source.preprocessing.crop, fast_decode=config.fast_decode,
+        max_pixels=config.max_image_pixels,
+    )
+    _warm_up(model, sorted({1, model.max_batch_size}))
+    model.parameters = {
+        "engine": plan.engine, "device": plan.device, "precision": plan.precision,
+        "instances": str(plan.instances), "threads": str(plan.threads), "source": source.format,
+    }
+    return time.perf_counter() - started
+
+
+class ModelRepository:
+    """Every model this server serves, by v2 name."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.models = {
+            name: ServedModel(name, location, config.max_batch_size)
+            for name, location in planned_models(config).items()
+        }
+
+    def get(self, name: str, version: str = "") -> ServedModel:
+        model = self.models.get(name)
+        if model is None or version not in ("", "1"):
+            raise ModelNotFound(name, version, self.models)
+        return model
+
+    def metric_label(self, name: str) -> str:
+        """A bounded metrics label: the model's name, or ``unknown`` for names not served."""
+        return name if name in self.models else "unknown"
+
+    @property
+    def ready(self) -> bool:
+        return all(model.ready for model in self.models.values())
+
+    def stalled_seconds(self) -> float:
+        return max((m.batcher.stalled_seconds() for m in self.models.values() if m.batcher), default=0.0)
+
+    async def load_all(self, on_batch: Callable[[str, BatchStats], None]) -> None:
+        """Load, warm up and start batching every model, one after another."""
+        loop = asyncio.get_running_loop()
+        for model in self.models.values():
+            # One loader thread first: the instance count is known only once planned.
+            with ThreadPoolExecutor(1, thread_name_prefix=f"rtvi-load-{model.name}") as loader:
+                seconds = await loop.run_in_executor(loader, load_model, model, self.config)
+            assert model.plan is not None
+            model.compute_pool = ThreadPoolExecutor(model.plan.instances, thread_name_prefix=f"rtvi-{model.name}")
+            model.batcher = DynamicBatcher(
+                model.run, model.compute_pool, model.max_batch_size, self.config.max_queue_delay_ms / 1000,
+                on_batch=lambda stats, name=model.name: on_batch(name, stats), concurrency=model.plan.instances,
+            )
+            model.batcher.start()
+            metrics.MODEL_INFO.labels(model.name, model.plan.engine, model.plan.precision, model.plan.device,
+                                      str(model.plan.instances), str(model.plan.threads)).set(1)
+            log.info("model %s ready in %.1fs (%s, max_batch=%d)", model.name, seconds, model.plan.describe(),
+                     model.max_batch_size)
+
+    async def stop(self) -> None:
+        for model in self.models.values():
+            if model.batcher:
+                await model.batcher.stop()
+            if model.compute_pool:
+                model.compute_pool.shutdown(wait=False, cancel_futures=True)

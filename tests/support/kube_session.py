@@ -1,0 +1,139 @@
+"""Pytest wiring of the real control plane: build early, test last, always stop.
+
+A cold build of Kubernetes takes tens of minutes, so when collection finds tests that
+use the ``kube`` fixture and the binaries are not cached, the build starts at once in a
+background process (``nice``d), those tests are moved to the end of the run, and the
+fixture waits for the build (bounded) while everything else runs. conftest imports the
+hooks and the fixture from here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import kube_build
+from support.kube_cluster import ControlPlane
+
+# Wait for the build at most this long from when the fixture first asks (a cold build on
+# two cores takes about half of it).
+BUILD_WAIT_S = float(os.environ.get("RTVI_K8S_BUILD_WAIT_S", 3000))
+GPU_NODE = "kwok-gpu"
+CPU_NODE = "kwok-cpu"
+NEEDS_GO = (f"needs Go (`go` on PATH or /usr/local/go/bin/go) to build Kubernetes {kube_build.KUBERNETES_VERSION}, "
+            f"etcd and kwok from source once into {kube_build.cache_root().parent}")
+
+_background: subprocess.Popen | None = None
+_report: list[str] = []
+
+
+def _uses_kube(item: pytest.Item) -> bool:
+    return "kube" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m kube` / `-m "not kube"` see the marker
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    kube_items = [item for item in items if _uses_kube(item)]
+    for item in kube_items:
+        item.add_marker("kube")
+    items[:] = [item for item in items if not _uses_kube(item)] + kube_items
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the build if tests that need it are still selected and nothing is cached."""
+    global _background
+    selected = sum(1 for item in session.items if _uses_kube(item))
+    if not selected or session.config.option.collectonly or kube_build.is_built():
+        return
+    go = kube_build.go_binary()
+    if go is None:
+        _report.append(f"kube: {selected} tests skipped: {NEEDS_GO}")
+        return
+    kube_build.cache_root().mkdir(parents=True, exist_ok=True)
+    with open(kube_build.build_log(), "a") as log:
+        _background = subprocess.Popen(["nice", "-n", "10", sys.executable, kube_build.__file__],
+                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _report.append(f"kube: binaries not cached; building in the background (log: {kube_build.build_log()})")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A build still running when the session ends is stopped (Go's cache keeps its progress)."""
+    if _background is not None and _background.poll() is None:
+        _background.terminate()
+        try:
+            _background.wait(30)
+        except subprocess.TimeoutExpired:
+            _background.kill()
+            _background.wait(10)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in _report:
+        terminalreporter.write_line(line)
+
+
+def _binaries() -> Path:
+    """The cached bin directory once the build is done; skips without Go, fails on a failed build."""
+    started = time.monotonic()
+    if _background is not None:
+        try:
+            _background.wait(BUILD_WAIT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the Kubernetes build did not finish within {BUILD_WAIT_S:.0f} s; "
+                        f"see {kube_build.build_log()}")
+    if not kube_build.is_built():
+        go = kube_build.go_binary()
+        if go is None:
+            pytest.skip(NEEDS_GO)
+        if _background is not None:
+            pytest.fail(f"the Kubernetes build failed (exit {_background.returncode}): {_log_tail()}")
+        with open(kube_build.build_log(), "a") as log:
+            try:
+                kube_build.ensure_built(go, BUILD_WAIT_S, log)
+            except (RuntimeError, TimeoutError) as error:
+                pytest.fail(f"{error}: {_log_tail()}")
+    built = kube_build.build_seconds()
+    waited = time.monotonic() - started
+    if _background is not None or waited > 60:
+        _report.append(f"kube: built from source in {built:.0f} s; the tests waited {waited:.0f} s for it")
+    else:
+        _report.append(f"kube: cached binaries in {kube_build.bin_dir()}")
+    return kube_build.bin_dir()
+
+
+def _log_tail(lines: int = 20) -> str:
+    try:
+        return "\n".join(kube_build.build_log().read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no build log)"
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory) -> Iterator[ControlPlane]:
+    """One control plane for the session: a plain node and a GPU node, both faked by kwok.
+
+    The GPU node carries what the production values select and tolerate:
+    the ``nvidia.com/gpu.present`` label, an ``nvidia.com/gpu`` NoSchedule taint and
+    ``nvidia.com/gpu`` capacity, as NVIDIA's device plugin and GPU operator set them.
+    """
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make the control plane's certificates")
+    cluster = ControlPlane(_binaries(), tmp_path_factory.mktemp("kube"))
+    started = time.monotonic()
+    cluster.start()
+    try:
+        cluster.add_fake_node(CPU_NODE)
+        cluster.add_fake_node(GPU_NODE, labels={"nvidia.com/gpu.present": "true"},
+                              taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+                              capacity={"nvidia.com/gpu": "4"})
+        _report.append(f"kube: control plane and two fake nodes ready in {time.monotonic() - started:.0f} s")
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,46 @@
+"""Classification outputs, TensorSpec shapes and numpy normalization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rtvi.protocol.types import RequestedOutput, TensorSpec
+from rtvi.serving.errors import InvalidInput
+from rtvi.serving.modeldir import Preprocessing
+from rtvi.serving.normalize import Normalizer
+from rtvi.serving.tasks.classification import IMAGES, PIXELS, ClassificationTask
+
+
+def test_top_k_strings_best_first_with_labels():
+    task = ClassificationTask(("cat", "dog", "owl"))
+    logits = np.array([[0.1, 2.0, -1.0], [3.0, 0.0, 1.0]], dtype=np.float32)
+    (output,) = task.respond(logits, [RequestedOutput("logits", class_count=2)])
+    assert (output.datatype, output.shape) == ("BYTES", (2, 2))
+    assert output.data == [b"2.000000:1:dog", b"0.100000:0:cat", b"3.000000:0:cat", b"1.000000:2:owl"]
+    (raw,) = task.respond(logits, [])
+    assert raw.datatype == "FP32" and raw.shape == (2, 3) and raw.data is logits
+    with pytest.raises(InvalidInput, match="unknown output 'boxes'"):
+        task.respond(logits, [RequestedOutput("boxes")])
+
+
+@pytest.mark.parametrize(("spec", "shape", "ok"), [
+    (IMAGES, [4], True), (IMAGES, [4, 1], True), (IMAGES, [4, 2], False), (IMAGES, [], False),
+    (PIXELS, [2, 3, 224, 224], True), (PIXELS, [2, 3, 15, 224], False), (PIXELS, [2, 224, 224, 3], False),
+    (TensorSpec("x", "FP32", (-1, 10)), [1, 10], True), (TensorSpec("x", "FP32", (-1, 10)), [1, 9], False),
+])
+def test_tensor_spec_shapes(spec, shape, ok):
+    assert spec.accepts(shape) is ok
+
+
+def test_normalizer_matches_the_torchvision_formula_in_both_layouts():
+    crops = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = (crops / 255.0 - np.array(mean)) / np.array(std)  # NHWC
+    nchw = Normalizer(Preprocessing(8, 4, mean, std, "NCHW")).images(crops)
+    nhwc = Normalizer(Preprocessing(8, 4, mean, std, "NHWC")).images(crops)
+    assert nchw.dtype == np.float32 and nchw.shape == (2, 3, 4, 5) and nchw.flags.c_contiguous
+    np.testing.assert_allclose(nchw, expected.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(nhwc, expected, rtol=1e-5, atol=1e-5)
+    pixels = np.ones((1, 3, 4, 5), dtype=np.float32)
+    assert Normalizer(Preprocessing(8, 4, mean, std, "NHWC")).pixels(pixels).shape == (1, 4, 5, 3)
