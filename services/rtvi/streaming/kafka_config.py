@@ -137,19 +137,19 @@ def error_logger(log: logging.Logger) -> Callable:
     return on_error
 
 
-def ensure_topics(config: KafkaConfig, topics: dict[str, int], timeout: float = 15.0) -> None:
-    """Create missing topics with the given partition counts (local mode and tests;
-    in Kubernetes the chart's Topic resources own them)."""
+def _cluster_metadata(config: KafkaConfig, timeout: float):
+    """An AdminClient and the cluster's metadata, asked in short tries so that refused
+    credentials or an untrusted certificate end it at once (KafkaSecurityError) rather
+    than after ``timeout``; KafkaException if no broker answered in time."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
 
     errors: list = []
     admin = AdminClient({**config.admin(), "error_cb": errors.append})
     deadline = time.monotonic() + timeout
-    while True:  # short tries, so that refused credentials end it at once, not after ``timeout``
+    while True:
         try:
-            existing = admin.list_topics(timeout=1.0).topics
-            break
+            return admin, admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
         except KafkaException:
             admin.poll(0)  # serves error_cb
             fatal = next(filter(None, map(security_error, errors)), None)
@@ -157,8 +157,17 @@ def ensure_topics(config: KafkaConfig, topics: dict[str, int], timeout: float = 
                 raise fatal from None
             if time.monotonic() >= deadline:
                 raise
+
+
+def ensure_topics(config: KafkaConfig, topics: dict[str, int], timeout: float = 15.0) -> None:
+    """Create missing topics with the given partition counts (local mode and tests;
+    in Kubernetes the chart's Topic resources own them)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    admin, metadata = _cluster_metadata(config, timeout)
     wanted = [NewTopic(name, num_partitions=parts, replication_factor=1) for name, parts in topics.items()
-              if name not in existing]
+              if name not in metadata.topics]
     for future in admin.create_topics(wanted, operation_timeout=timeout).values() if wanted else ():
         try:
             future.result(timeout)
@@ -172,16 +181,13 @@ class BrokerUnreachable(RuntimeError):
 
 
 def check_broker(config: KafkaConfig, timeout: float) -> None:
-    """Fail fast when no broker answers, instead of retrying quietly for minutes.
-
-    Asks for cluster metadata with a client that has no error callback, so an
-    unreachable broker ends in one ``BrokerUnreachable``, not a line per retry.
-    """
+    """Fail fast when no broker answers, instead of retrying quietly for minutes: one
+    ``BrokerUnreachable``, not a line per retry; refused credentials or certificate are
+    a KafkaSecurityError, which says so, not "no broker answered"."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient(config.admin()).list_topics(timeout=timeout)
+        _cluster_metadata(config, timeout)
     except KafkaException as exc:
         raise BrokerUnreachable(
             f"no Kafka broker answered at {config.bootstrap_servers} within {timeout:g}s ({exc.args[0].str()})"
