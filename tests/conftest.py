@@ -153,25 +153,50 @@ def jpeg_bytes(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
 
 # --- streaming -----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+def kafka_broker(workdir: Path, **options):
+    """A real Apache Kafka broker (KRaft, one node) in ``workdir``, or a one-line skip
+    where Java (or Maven, for the first jar fetch) is missing."""
+    from support.kafka_broker import KafkaBroker, missing_tools
+
+    reason = missing_tools()
+    if reason:
+        pytest.skip(reason)
+    return KafkaBroker(workdir, **options)
+
+
+@pytest.fixture(scope="session")
 def broker(tmp_path_factory):
-    """A real Kafka-protocol broker (Tansu, in memory) on a free loopback port."""
+    """One real Apache Kafka broker on loopback for the whole session (tests that stop or
+    reconfigure a broker start their own)."""
+    kafka = kafka_broker(tmp_path_factory.mktemp("kafka"))
+    with kafka:
+        print(f"\nKafka broker ready in {kafka.start_seconds:.1f}s on {kafka.bootstrap_servers}")
+        yield kafka
+
+
+@pytest.fixture(scope="module")
+def tansu_broker(tmp_path_factory):
+    """The embedded broker of `rtvi up` (Tansu, in memory), for its smoke tests."""
     from rtvi.local.broker import TansuBroker
 
-    with TansuBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as b:
+    with TansuBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log") as b:
         yield b
 
 
-@pytest.fixture
-def topics(broker, request):
-    """Fresh frames/predictions topics (2 partitions) and a group id for one test."""
+def make_topics(broker, test_name: str) -> dict[str, str]:
+    """Fresh frames/predictions topics (2 partitions) and a group id named after a test."""
     from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
 
-    name = request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:60]
+    name = test_name.replace("[", "-").replace("]", "").replace("_", "-")[:60]
     names = {"frames": f"frames-{name}", "predictions": f"predictions-{name}", "group": f"group-{name}"}
     ensure_topics(KafkaConfig(bootstrap_servers=broker.bootstrap_servers),
                   {names["frames"]: 2, names["predictions"]: 2})
     return names
+
+
+@pytest.fixture
+def topics(broker, request):
+    return make_topics(broker, request.node.name)
 
 
 def produce_frames(tmp_path: Path, broker, topic: str, frames_per_stream: int, streams: int = 2, fps: float = 0,
@@ -226,12 +251,16 @@ def read_predictions(broker, topic: str, until: int, timeout: float = 120) -> li
     return [json.loads(value) for _, _, _, value in read_records(broker, topic, until, timeout)]
 
 
-def end_offsets(broker, topic: str, total: int) -> dict[int, int]:
-    """Next offset of each partition of ``topic``, read back (Tansu's watermarks are unreliable)."""
-    ends: dict[int, int] = {}
-    for partition, offset, _, _ in read_records(broker, topic, total, timeout=60):
-        ends[partition] = max(ends.get(partition, 0), offset + 1)
-    return ends
+def end_offsets(broker, topic: str, partitions: int = 2) -> dict[int, int]:
+    """Next offset (high watermark) of each non-empty partition of ``topic``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "rtvi-test-probe"})
+    try:
+        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        probe.close()
+    return {p: end for p, end in ends.items() if end > 0}
 
 
 def committed_offsets(broker, group: str, topic: str, partitions: int = 2) -> dict[int, int]:

@@ -88,7 +88,7 @@ def _tensor(name: str, array: np.ndarray, datatype: str) -> triton.InferInput:
     return tensor
 
 
-def _error_count(server, reason: str) -> float:
+def error_count(server, reason: str) -> float:
     for line in server.metrics_text().splitlines():
         if line.startswith("rtvi_inference_errors_total{") and f'reason="{reason}"' in line:
             return float(line.rsplit(" ", 1)[1])
@@ -121,11 +121,11 @@ BAD_REQUESTS = {
 @pytest.mark.parametrize("case", BAD_REQUESTS)
 def test_bad_input_is_rejected_clearly_and_counted(client, server, case):
     make_inputs, model, status, message, reason = BAD_REQUESTS[case]
-    before = _error_count(server, reason)
+    before = error_count(server, reason)
     error = _infer_error(client, make_inputs(), model)
     assert error.status() == f"StatusCode.{status}", error
     assert message in error.message(), error.message()
-    assert _error_count(server, reason) == before + 1
+    assert error_count(server, reason) == before + 1
     # and the server keeps serving
     ok = client.infer(MODEL, [images_input([jpeg_bytes()])], outputs=[triton.InferRequestedOutput("logits", class_count=1)])
     assert ok.as_numpy("logits").shape == (1, 1)

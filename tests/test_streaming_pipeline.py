@@ -1,4 +1,5 @@
-"""The pipeline end to end: real Tansu broker, real `rtvi serve`, `rtvi produce` and `rtvi consume` processes."""
+"""The pipeline end to end: a real Apache Kafka broker, real `rtvi serve`, `rtvi produce` and `rtvi consume`
+processes; one smoke test runs the same clean pipeline on Tansu, the embedded broker of `rtvi up`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from conftest import (
-    InferenceServer, committed_offsets, end_offsets, produce_frames, read_predictions, start_consumer,
+    InferenceServer, committed_offsets, end_offsets, make_topics, produce_frames, read_predictions, start_consumer,
 )
 
 
@@ -42,15 +43,16 @@ def assert_complete(predictions: list[dict], streams: int, frames: int) -> Count
     return seen
 
 
-def test_every_frame_gets_exactly_one_prediction_in_order(tmp_path, broker, topics, inference):
-    streams, frames = 2, 60
+def run_clean_pipeline(tmp_path, broker, topics, inference, streams: int, frames: int) -> None:
+    """Produce, consume to the end, and check one prediction per frame, in order, all committed."""
+    total = streams * frames
     produce_frames(tmp_path, broker, topics["frames"], frames, streams)
-    consumer = start_consumer(tmp_path, broker, topics, inference.address, "--max-frames", str(streams * frames))
+    consumer = start_consumer(tmp_path, broker, topics, inference.address, "--max-frames", str(total))
     try:
         assert consumer.popen.wait(120) == 0, consumer.output
     finally:
         consumer.kill()
-    predictions = read_predictions(broker, topics["predictions"], streams * frames)
+    predictions = read_predictions(broker, topics["predictions"], total)
     seen = assert_complete(predictions, streams, frames)
     assert set(seen.values()) == {1}, "duplicates in a clean run"
     by_stream = defaultdict(list)
@@ -60,9 +62,19 @@ def test_every_frame_gets_exactly_one_prediction_in_order(tmp_path, broker, topi
         by_stream[p["stream"]].append(p["frame"])
     for stream, order in by_stream.items():
         assert order == sorted(order), f"{stream} predictions out of order"
-    assert committed_offsets(broker, topics["group"], topics["frames"]) == end_offsets(
-        broker, topics["frames"], streams * frames)
-    assert "frames processed: 120" in consumer.output and "total: 0" in consumer.output
+    assert f"frames processed: {total}" in consumer.output and "total: 0" in consumer.output
+
+
+def test_every_frame_gets_exactly_one_prediction_in_order(tmp_path, broker, topics, inference):
+    run_clean_pipeline(tmp_path, broker, topics, inference, streams=2, frames=60)
+    assert committed_offsets(broker, topics["group"], topics["frames"]) == end_offsets(broker, topics["frames"])
+
+
+def test_tansu_smoke(tmp_path, tansu_broker, request, inference):
+    """`rtvi up`'s embedded broker still carries the whole pipeline (its watermarks are
+    wrong, so committed offsets are not compared with them here)."""
+    run_clean_pipeline(tmp_path, tansu_broker, make_topics(tansu_broker, request.node.name), inference,
+                       streams=2, frames=20)
 
 
 def test_consumer_killed_and_restarted_loses_nothing(tmp_path, broker, topics, inference):
@@ -80,7 +92,7 @@ def test_consumer_killed_and_restarted_loses_nothing(tmp_path, broker, topics, i
     second = start_consumer(tmp_path, broker, topics, inference.address)
     try:
         wait_for(lambda: committed_offsets(broker, topics["group"], topics["frames"])
-                 == end_offsets(broker, topics["frames"], streams * frames), 120, "all offsets committed", second)
+                 == end_offsets(broker, topics["frames"]), 120, "all offsets committed", second)
     finally:
         second.terminate()
     predictions = read_predictions(broker, topics["predictions"], streams * frames * 2, timeout=5)
@@ -194,5 +206,5 @@ def test_stale_frames_are_dropped_and_counted(tmp_path, broker, topics, inferenc
     finally:
         consumer.kill()
     assert "stale on read: 20" in consumer.output and "DROPPED (real time: frames older than 500 ms" in consumer.output
-    assert committed_offsets(broker, topics["group"], topics["frames"]) == end_offsets(broker, topics["frames"], 20)
+    assert committed_offsets(broker, topics["group"], topics["frames"]) == end_offsets(broker, topics["frames"])
     assert read_predictions(broker, topics["predictions"], 1, timeout=2) == []

@@ -21,6 +21,7 @@ from rtvi.export.config import ExportConfig
 from rtvi.local.config import UpConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.streaming.consumer_config import ConsumerConfig
+from rtvi.streaming.kafka_config import KafkaSecurityError
 from rtvi.streaming.producer_config import ProducerConfig
 
 
@@ -161,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except ConfigError as exc:
         parser.error(f"{args.command}: {exc}")
+    except KafkaSecurityError as exc:
+        print(f"rtvi {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -43,6 +43,8 @@ _CONTENTS_FIELD = {
 }
 
 _LENGTH = struct.Struct("<I")
+# Far beyond any real request (a gRPC message is at most 2 GiB), far below numpy's limit.
+_MAX_ELEMENTS = 2**40
 
 
 class TensorError(ValueError):
@@ -72,6 +74,9 @@ def decode_bytes(raw: bytes) -> list[bytes]:
 def element_count(shape: Sequence[int]) -> int:
     if any(dim < 0 for dim in shape):
         raise TensorError(f"shape {list(shape)} has a negative dimension")
+    # numpy refuses such a shape even when another dimension is 0 (no data at all).
+    if math.prod(dim for dim in shape if dim) > _MAX_ELEMENTS:
+        raise TensorError(f"shape {list(shape)} is too large")
     return math.prod(shape)
 
 
@@ -101,7 +106,10 @@ def input_values(tensor, raw: bytes | None) -> np.ndarray | list[bytes]:
     values = getattr(tensor.contents, field) if field else ()
     if len(values) != count:
         raise TensorError(f"input {tensor.name!r}: shape {shape} needs {count} values, got {len(values)}")
-    return np.asarray(values, dtype=dtype).reshape(shape)
+    try:
+        return np.asarray(values, dtype=dtype).reshape(shape)
+    except OverflowError:  # e.g. 300 in int_contents of an INT8 tensor
+        raise TensorError(f"input {tensor.name!r}: a value in its contents is out of range for {datatype}") from None
 
 
 def raw_contents(array: np.ndarray, datatype: str) -> bytes:

@@ -22,7 +22,7 @@ import numpy as np
 BatchKey = tuple[int, ...]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: deque.remove() must not compare the numpy inputs
 class _Pending:
     key: BatchKey
     inputs: np.ndarray

@@ -54,6 +54,11 @@ class ServerConfig:
         "decode JPEGs at 1/2, 1/4 or 1/8 scale in the DCT domain when the result still covers "
         "the crop (2-4x faster decode, marginally softer input)",
     )
+    max_image_pixels: int = setting(
+        40_000_000,
+        "largest image (width x height, read from its header) the server decodes; bigger ones are "
+        "rejected with INVALID_ARGUMENT before any pixel is allocated (decompression bombs)",
+    )
     max_message_mb: int = setting(64, "largest gRPC request or response in MiB")
     shutdown_delay_s: float = setting(
         0.0,
@@ -76,6 +81,7 @@ class ServerConfig:
         require(not (self.model_repository and self.model_name),
                 "--model-name names a single model; a repository serves each model under its folder name")
         require(self.preprocess_workers >= 1, "preprocess workers must be >= 1")
+        require(self.max_image_pixels >= 1, "max image pixels must be >= 1")
         require(self.max_message_mb >= 1, "max message size must be >= 1 MiB")
         require(self.shutdown_grace_s >= 0 and self.shutdown_delay_s >= 0, "shutdown delay and grace must be >= 0 s")
         require(

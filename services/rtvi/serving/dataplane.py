@@ -14,8 +14,8 @@ import numpy as np
 
 from rtvi.protocol.types import InferRequest, InferResponse, Tensor
 from rtvi.serving import metrics
-from rtvi.serving.errors import InvalidInput, NotReady, TooLarge, UndecodableImage
-from rtvi.serving.preprocess import ImageDecodeError
+from rtvi.serving.errors import ImageTooLarge, InvalidInput, NotReady, TooLarge, UndecodableImage
+from rtvi.serving.preprocess import ImageDecodeError, ImageTooLargeError
 from rtvi.serving.repository import ModelRepository, ServedModel
 from rtvi.serving.tasks.classification import IMAGES
 
@@ -84,6 +84,8 @@ class DataPlane:
         started = time.perf_counter()
         try:
             batch = await loop.run_in_executor(self._preprocess, lambda: normalizer.images(geometry.batch(tensor.data)))
+        except ImageTooLargeError as exc:
+            raise ImageTooLarge(str(exc)) from None
         except ImageDecodeError as exc:
             raise UndecodableImage(str(exc)) from None
         metrics.PREPROCESS_SECONDS.labels(model.name).observe(time.perf_counter() - started)

@@ -30,6 +30,12 @@ class UndecodableImage(InvalidInput):
     reason = "decode"
 
 
+class ImageTooLarge(InvalidInput):
+    """Its header claims more pixels than --max-image-pixels: refused before decoding."""
+
+    reason = "too_many_pixels"
+
+
 class ModelNotFound(RequestError):
     code, reason = "NOT_FOUND", "unknown_model"
 

@@ -13,7 +13,7 @@ REQUESTS = Counter(
 IMAGES = Counter("rtvi_inference_images_total", "Images (batch rows) classified", ["model"])
 ERRORS = Counter(
     "rtvi_inference_errors_total",
-    "Failed ModelInfer requests by reason (decode, invalid_input, unknown_model, too_large, not_ready, internal)",
+    "Failed ModelInfer requests by reason (decode, too_many_pixels, invalid_input, unknown_model, too_large, not_ready, internal)",
     ["model", "reason"],
 )
 REQUEST_SECONDS = Histogram(

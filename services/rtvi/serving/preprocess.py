@@ -23,6 +23,13 @@ class ImageDecodeError(ValueError):
     """One image in a request could not be decoded."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image's header claims more pixels than the server decodes (a decompression bomb)."""
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 @dataclass(frozen=True)
 class ImageGeometry:
     """Resize the short side to ``resize``, then centre-crop ``crop`` x ``crop``."""
@@ -30,20 +37,20 @@ class ImageGeometry:
     resize: int
     crop: int
     fast_decode: bool = True
+    max_pixels: int = 40_000_000
 
     def _decode(self, data: bytes) -> np.ndarray:
+        width, height = checked_size(data, self.max_pixels)
         buf = np.frombuffer(data, dtype=np.uint8)
         flag = cv2.IMREAD_COLOR
         if self.fast_decode and data[:2] == b"\xff\xd8":
             # JPEG can decode at 1/2..1/8 scale almost for free; pick the smallest
             # scale whose short side still covers the crop.
-            width, height = _jpeg_size(data)
-            if width and height:
-                short = min(width, height)
-                for factor, reduced in _REDUCED_FLAGS:
-                    if short // factor >= self.crop:
-                        flag = reduced
-                        break
+            short = min(width, height)
+            for factor, reduced in _REDUCED_FLAGS:
+                if short // factor >= self.crop:
+                    flag = reduced
+                    break
         image = cv2.imdecode(buf, flag)
         if image is None:
             raise ImageDecodeError("not a decodable JPEG/PNG image (corrupt or truncated)")
@@ -74,21 +81,66 @@ class ImageGeometry:
             try:
                 out[i] = self(data)
             except ImageDecodeError as exc:
-                raise ImageDecodeError(f"image {i} of {len(images)}: {exc}") from None
+                raise type(exc)(f"image {i} of {len(images)}: {exc}") from None
         return out
 
 
+def checked_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """Width and height read from the image's header, before anything is decoded.
+
+    OpenCV allocates the full decoded image from the header's dimensions, so a 1 MB
+    PNG that claims 20000x20000 pixels costs 1.2 GB and a minute of CPU. Only JPEG and
+    PNG are accepted, because only their headers are checked here: every other format
+    OpenCV reads (TIFF, WebP, BMP, ...) could carry the same bomb.
+    """
+    if data[:8] == _PNG_SIGNATURE:
+        # The first chunk must be IHDR: length 13, then width and height (big-endian).
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ImageDecodeError("not a decodable PNG image (no IHDR header)")
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    elif data[:2] == b"\xff\xd8":
+        width, height = _jpeg_size(data)
+    else:
+        raise ImageDecodeError("not a JPEG or PNG image (the only formats accepted)")
+    if not width or not height:
+        raise ImageDecodeError("not a decodable JPEG/PNG image (no dimensions in its header)")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} pixels is over the {max_pixels}-pixel limit (--max-image-pixels); not decoded"
+        )
+    return width, height
+
+
 def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """Width and height from a JPEG's SOF marker, or (0, 0) if none is found."""
+    """Width and height from a JPEG's first SOF marker, or (0, 0) if none is found.
+
+    Walks the marker segments as libjpeg does: fill bytes (0xFF) and stray bytes
+    between segments are skipped, markers without a length (RSTn, TEM) are stepped over.
+    """
     i, n = 2, len(data)
-    while i + 9 < n:
+    while i + 1 < n:
         if data[i] != 0xFF:
-            return 0, 0
+            i += 1
+            continue
         marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or entropy-coded data before any SOF
+            return 0, 0
+        if i + 4 > n:
+            return 0, 0
         length = int.from_bytes(data[i + 2 : i + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > n:
+                return 0, 0
             height = int.from_bytes(data[i + 5 : i + 7], "big")
             width = int.from_bytes(data[i + 7 : i + 9], "big")
             return width, height
+        if length < 2:
+            return 0, 0
         i += 2 + length
     return 0, 0

@@ -120,7 +120,8 @@ def load_model(model: ServedModel, config: ServerConfig) -> float:
     model.task = ClassificationTask(source.labels)
     model.normalizer = Normalizer(source.preprocessing)
     model.geometry = ImageGeometry(
-        resize=source.preprocessing.resize, crop=source.preprocessing.crop, fast_decode=config.fast_decode
+        resize=source.preprocessing.resize, crop=source.preprocessing.crop, fast_decode=config.fast_decode,
+        max_pixels=config.max_image_pixels,
     )
     _warm_up(model, sorted({1, model.max_batch_size}))
     model.parameters = {

@@ -46,10 +46,14 @@ class FrameInfo:
         values = {name: value for name, value in (headers or []) if value is not None}
 
         def number(name: str) -> int:
+            missing = -1 if name != H_WIDTH and name != H_HEIGHT else 0
             try:
-                return int(values[name])
+                value = int(values[name])
             except (KeyError, ValueError):
-                return -1 if name != H_WIDTH and name != H_HEIGHT else 0
+                return missing
+            # Kafka headers are anyone's bytes: a 400-digit capture time would overflow
+            # every float computed from it and stop the consumer on one poison record.
+            return value if -(2**63) <= value < 2**63 else missing
 
         stream = values.get(H_STREAM, key or b"").decode(errors="replace")
         return cls(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,12 +97,39 @@ class KafkaConfig:
         return self.common("admin")
 
 
+class KafkaSecurityError(RuntimeError):
+    """The broker refused the credentials or the certificate: retrying cannot help, so
+    the service stops with this one line instead of retrying forever."""
+
+
+def security_error(err) -> KafkaSecurityError | None:
+    """The error to stop with when ``err`` (a KafkaError) is an authentication or TLS failure."""
+    from confluent_kafka import KafkaError
+
+    if err.code() == KafkaError._AUTHENTICATION:
+        return KafkaSecurityError(
+            f"kafka authentication failed; check --sasl-mechanism, --sasl-username and --sasl-password "
+            f"(RTVI_SASL_*): {err.str()}"
+        )
+    if err.code() == KafkaError._SSL:
+        return KafkaSecurityError(f"kafka TLS failed; check --ssl-ca-location (RTVI_SSL_CA_LOCATION): {err.str()}")
+    return None
+
+
 def error_logger(log: logging.Logger) -> Callable:
     """An ``error_cb`` that logs each distinct client error once (librdkafka repeats them
-    on every reconnect attempt), so an unreachable broker is said clearly, not endlessly."""
+    on every reconnect attempt), so an unreachable broker is said clearly, not endlessly.
+
+    An authentication or TLS failure raises KafkaSecurityError instead: confluent-kafka
+    re-raises it from the poll/consume/flush call that served the callback, which ends
+    the service with one line and a non-zero exit rather than a silent retry loop.
+    """
     seen: set[str] = set()
 
     def on_error(err) -> None:
+        fatal = security_error(err)
+        if fatal is not None:
+            raise fatal
         if err.str() not in seen:
             seen.add(err.str())
             log.warning("kafka: %s", err.str())
@@ -109,16 +137,37 @@ def error_logger(log: logging.Logger) -> Callable:
     return on_error
 
 
+def _cluster_metadata(config: KafkaConfig, timeout: float):
+    """An AdminClient and the cluster's metadata, asked in short tries so that refused
+    credentials or an untrusted certificate end it at once (KafkaSecurityError) rather
+    than after ``timeout``; KafkaException if no broker answered in time."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    errors: list = []
+    admin = AdminClient({**config.admin(), "error_cb": errors.append})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin, admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        except KafkaException:
+            admin.poll(0)  # serves error_cb
+            fatal = next(filter(None, map(security_error, errors)), None)
+            if fatal is not None:
+                raise fatal from None
+            if time.monotonic() >= deadline:
+                raise
+
+
 def ensure_topics(config: KafkaConfig, topics: dict[str, int], timeout: float = 15.0) -> None:
     """Create missing topics with the given partition counts (local mode and tests;
     in Kubernetes the chart's Topic resources own them)."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
-    admin = AdminClient(config.admin())
-    existing = admin.list_topics(timeout=timeout).topics
+    admin, metadata = _cluster_metadata(config, timeout)
     wanted = [NewTopic(name, num_partitions=parts, replication_factor=1) for name, parts in topics.items()
-              if name not in existing]
+              if name not in metadata.topics]
     for future in admin.create_topics(wanted, operation_timeout=timeout).values() if wanted else ():
         try:
             future.result(timeout)
@@ -132,16 +181,13 @@ class BrokerUnreachable(RuntimeError):
 
 
 def check_broker(config: KafkaConfig, timeout: float) -> None:
-    """Fail fast when no broker answers, instead of retrying quietly for minutes.
-
-    Asks for cluster metadata with a client that has no error callback, so an
-    unreachable broker ends in one ``BrokerUnreachable``, not a line per retry.
-    """
+    """Fail fast when no broker answers, instead of retrying quietly for minutes: one
+    ``BrokerUnreachable``, not a line per retry; refused credentials or certificate are
+    a KafkaSecurityError, which says so, not "no broker answered"."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient(config.admin()).list_topics(timeout=timeout)
+        _cluster_metadata(config, timeout)
     except KafkaException as exc:
         raise BrokerUnreachable(
             f"no Kafka broker answered at {config.bootstrap_servers} within {timeout:g}s ({exc.args[0].str()})"

@@ -65,12 +65,20 @@ class FrameProducer:
     def stop(self, *_: object) -> None:
         self._stopping = True
 
-    def _on_delivery(self, err: KafkaError | None, msg) -> None:
+    def _on_delivery(self, stream_id: str, index: int, size: int, err: KafkaError | None, msg) -> None:
         if err is None:
             self.stats.delivered += 1
+            return
+        self.stats.delivery_errors += 1
+        if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            # Under --max-frame-bytes but over the broker's (or topic's) own limit.
+            log.error(
+                "frame %d of %s (%d bytes) refused by the broker as too large: it is over the broker's "
+                "message.max.bytes or the topic's max.message.bytes; set --max-frame-bytes below that "
+                "limit, or lower --jpeg-quality or --resize", index, stream_id, size,
+            )
         else:
-            self.stats.delivery_errors += 1
-            log.error("frame not delivered to %s: %s", msg.topic(), err)
+            log.error("frame %d of %s not delivered to %s: %s", index, stream_id, msg.topic(), err)
 
     def _publish(self, stream_id: str, index: int, image: np.ndarray) -> None:
         capture_ns = time.time_ns()
@@ -93,7 +101,7 @@ class FrameProducer:
             try:
                 self._producer.produce(
                     self.config.topic, value=data, key=stream_id.encode(), headers=info.headers(),
-                    on_delivery=self._on_delivery,
+                    on_delivery=lambda err, msg, n=len(data): self._on_delivery(stream_id, index, n, err, msg),
                 )
                 break
             except BufferError:  # local queue full: let deliveries drain
@@ -134,7 +142,12 @@ class FrameProducer:
             if interval:
                 next_tick += interval
                 time.sleep(max(0.0, min(next_tick, deadline) - now))
-        remaining = self._producer.flush(30)
+        # In short slices: a callback's exception (refused credentials) surfaces only when
+        # flush returns, and must not wait for the whole 30 s.
+        deadline = time.monotonic() + 30
+        remaining = self._producer.flush(0)
+        while remaining and time.monotonic() < deadline:
+            remaining = self._producer.flush(0.5)
         if remaining:
             self.stats.delivery_errors += remaining
             log.error("%d frames still undelivered after 30s flush", remaining)

@@ -90,6 +90,10 @@ class FrameConsumer:
 
     def _on_revoke(self, consumer, partitions) -> None:
         self._commit(sync=True)
+        if self.paused:
+            # librdkafka keeps a partition's pause across reassignment: one paused here and
+            # given back later (a lost session, a broker restart) would never be fetched again.
+            consumer.resume(partitions)
         for tp in partitions:
             state = self.partitions.pop(tp.partition, None)
             if state:
