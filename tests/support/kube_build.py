@@ -140,7 +140,7 @@ class _Builder:
         print(f"[kube-build {time.strftime('%H:%M:%S')}] {message}", file=self.log, flush=True)
 
     def go_run(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
-        command = ["nice", "-n", "10", self.go, *args]
+        command = ["nice", "-n", "19", self.go, *args]
         self.say("$ " + " ".join(command[3:]))
         out = subprocess.run(command, cwd=cwd, env={**self.env, **(env or {})}, capture_output=True, text=True)
         if out.stderr:

@@ -58,7 +58,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     kube_build.cache_root().mkdir(parents=True, exist_ok=True)
     with open(kube_build.build_log(), "a") as log:
-        _background = subprocess.Popen(["nice", "-n", "10", sys.executable, kube_build.__file__],
+        _background = subprocess.Popen(["nice", "-n", "19", sys.executable, kube_build.__file__],
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _report.append(f"kube: binaries not cached; building in the background (log: {kube_build.build_log()})")
 
