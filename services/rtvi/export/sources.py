@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from rtvi.export.config import ExportConfig, parse_floats
 from rtvi.export.errors import ExportError
 from rtvi.export.modeldir import IMAGENET_MEAN, IMAGENET_STD, ModelCard
+from rtvi.serving.errors import first_line
 from rtvi.serving.modeldir import Preprocessing, load_directory
 
 if TYPE_CHECKING:
@@ -74,8 +75,7 @@ def _load_checkpoint(module: torch.nn.Module, path: str) -> None:
     try:
         module.load_state_dict(load_state_dict_file(path))
     except RuntimeError as exc:  # shape or key mismatch
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"--weights {path} does not fit the factory's model: {first}") from None
+        raise ExportError(f"--weights {path} does not fit the factory's model: {first_line(exc)}") from None
 
 
 def _from_factory(config: ExportConfig) -> Source:

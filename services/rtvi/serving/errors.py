@@ -11,6 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (or its type): libraries' load errors run to pages, and a
+    start-up failure must stay one line naming the file and the problem."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class RequestError(Exception):
     """A request the server refuses; ``code`` is a gRPC status name."""
 

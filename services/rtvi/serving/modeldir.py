@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtvi.serving.errors import ModelLoadError
+from rtvi.serving.errors import ModelLoadError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,7 @@ def read_config(path: Path) -> dict:
     except FileNotFoundError:
         raise ModelLoadError(f"{path}: missing (needs {', '.join(REQUIRED_KEYS)})") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelLoadError(f"{path}: not readable YAML: {first_line}") from None
+        raise ModelLoadError(f"{path}: not readable YAML: {first_line(exc)}") from None
     if not isinstance(config, dict):
         raise ModelLoadError(f"{path}: must be a mapping of keys ({', '.join(REQUIRED_KEYS)}), got {config!r}")
     for key in REQUIRED_KEYS:

@@ -23,7 +23,7 @@ from rtvi.serving.batcher import BatchStats, DynamicBatcher
 from rtvi.serving.config import ServerConfig
 from rtvi.serving.engines import select
 from rtvi.serving.engines.base import Engine, ExecutionPlan
-from rtvi.serving.errors import ModelLoadError, ModelNotFound
+from rtvi.serving.errors import ModelLoadError, ModelNotFound, first_line
 from rtvi.serving.modeldir import ModelSource, is_model_directory, load_directory, repository_entries
 from rtvi.serving.normalize import Normalizer
 from rtvi.serving.preprocess import ImageGeometry
@@ -91,8 +91,7 @@ def _warm_up(model: ServedModel, batch_sizes: list[int]) -> None:
         try:
             outputs = model.engine.run(batch)
         except Exception as exc:  # the model cannot run such a batch: say so at start, not per request
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelLoadError(f"{where}: fails on a batch of {n} at {crop}x{crop}: {first_line}") from None
+            raise ModelLoadError(f"{where}: fails on a batch of {n} at {crop}x{crop}: {first_line(exc)}") from None
         if outputs.ndim != 2 or outputs.shape[0] != n:
             raise ModelLoadError(f"{where}: output shape {list(outputs.shape)} for a batch of {n} is not [N, classes]")
         if outputs.shape[1] != len(source.labels):

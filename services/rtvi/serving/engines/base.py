@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from rtvi.serving.errors import ModelLoadError
 from rtvi.serving.modeldir import ModelSource
 
 
@@ -54,3 +55,14 @@ class Engine(ABC):
     @abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Normalized float32 batch (in the source's layout) -> float32 outputs ``[N, classes]``."""
+
+
+def pick_tensor(path: str, kind: str, names: list[str], configured: str) -> str:
+    """The graph input/output to use: the configured name, or the only (first) one."""
+    if configured:
+        if configured not in names:
+            raise ModelLoadError(f"{path}: has no {kind} {configured!r} (config.yaml {kind}_name); it has {names}")
+        return configured
+    if kind == "input" and len(names) != 1:
+        raise ModelLoadError(f"{path}: has inputs {names}; set input_name in config.yaml")
+    return names[0]

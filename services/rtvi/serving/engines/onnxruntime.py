@@ -12,21 +12,10 @@ import queue
 import numpy as np
 import onnxruntime as ort
 
-from rtvi.serving.engines.base import Engine
-from rtvi.serving.errors import ModelLoadError
+from rtvi.serving.engines.base import Engine, pick_tensor
+from rtvi.serving.errors import ModelLoadError, first_line
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-
-def pick_tensor(path: str, kind: str, names: list[str], configured: str) -> str:
-    """The graph input/output to use: the configured name, or the only (first) one."""
-    if configured:
-        if configured not in names:
-            raise ModelLoadError(f"{path}: has no {kind} {configured!r} (config.yaml {kind}_name); it has {names}")
-        return configured
-    if kind == "input" and len(names) != 1:
-        raise ModelLoadError(f"{path}: has inputs {names}; set input_name in config.yaml")
-    return names[0]
 
 
 class OnnxRuntimeEngine(Engine):
@@ -53,8 +42,7 @@ class OnnxRuntimeEngine(Engine):
         try:
             return ort.InferenceSession(self.source.artifact, options, providers=providers)
         except Exception as exc:  # corrupt file or unsupported graph: onnxruntime raises its own types
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelLoadError(f"{self.source.artifact}: cannot load as an ONNX model: {first_line}") from None
+            raise ModelLoadError(f"{self.source.artifact}: cannot load as an ONNX model: {first_line(exc)}") from None
 
     def load(self) -> None:
         sessions = [self._session() for _ in range(self.plan.instances)]

@@ -12,9 +12,8 @@ import queue
 import numpy as np
 import openvino as ov
 
-from rtvi.serving.engines.base import Engine
-from rtvi.serving.engines.onnxruntime import pick_tensor
-from rtvi.serving.errors import ModelLoadError
+from rtvi.serving.engines.base import Engine, pick_tensor
+from rtvi.serving.errors import ModelLoadError, first_line
 
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
 
@@ -33,8 +32,7 @@ class OpenVinoEngine(Engine):
         try:
             model = core.read_model(path)
         except Exception as exc:  # corrupt file: OpenVINO raises RuntimeError subclasses with long texts
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelLoadError(f"{path}: cannot load as an ONNX model: {first_line}") from None
+            raise ModelLoadError(f"{path}: cannot load as an ONNX model: {first_line(exc)}") from None
         self._input = pick_tensor(path, "input", [i.get_any_name() for i in model.inputs], self.source.input_name)
         self._output = pick_tensor(path, "output", [o.get_any_name() for o in model.outputs], self.source.output_name)
         properties = {

@@ -25,7 +25,7 @@ import torchvision  # noqa: E402
 from torchvision.models import get_model, get_model_weights, list_models  # noqa: E402
 
 from rtvi.serving.engines.base import Engine, ExecutionPlan  # noqa: E402
-from rtvi.serving.errors import ModelLoadError  # noqa: E402
+from rtvi.serving.errors import ModelLoadError, first_line  # noqa: E402
 from rtvi.serving.modeldir import ModelSource, Preprocessing  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,8 @@ def file_module(source: ModelSource) -> torch.nn.Module:
             return torch.jit.load(path, map_location="cpu")
         return torch.export.load(path).module()
     except Exception as exc:  # corrupt or foreign file: torch raises many types
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         kind = "TorchScript" if source.format == "torchscript" else "torch.export"
-        raise ModelLoadError(f"{path}: cannot load as a {kind} model: {first_line}") from None
+        raise ModelLoadError(f"{path}: cannot load as a {kind} model: {first_line(exc)}") from None
 
 
 class TorchEngine(Engine):
