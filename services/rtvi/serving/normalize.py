@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from rtvi.serving.modeldir import Preprocessing
@@ -16,19 +18,35 @@ class Normalizer:
         self._scale = 1 / (std * 255)
         self._bias = -np.asarray(preprocessing.mean, dtype=np.float32) / std
         self._nchw = preprocessing.layout == "NCHW"
+        self._reused = threading.local()
 
-    def images(self, crops: np.ndarray) -> np.ndarray:
+    def images(self, crops: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """One multiply-add pass per channel into the output. For NCHW the layout changes on
         the uint8 crops first (a quarter of the bytes). Measured on 16 crops of 224x224: 1.9 ms
         (NHWC 2.8 ms), against 13 ms for convert, subtract, scale, transpose: at int8 speeds the
         model takes about 5 ms per image, so that was a tenth of the time."""
         source = np.ascontiguousarray(crops.transpose(0, 3, 1, 2)) if self._nchw else crops
-        batch = np.empty(source.shape, dtype=np.float32)
+        batch = np.empty(source.shape, dtype=np.float32) if out is None else out
         for channel in range(3):
             plane = (slice(None), channel) if self._nchw else (..., channel)
             np.multiply(source[plane], self._scale[channel], out=batch[plane], dtype=np.float32)
             batch[plane] += self._bias[channel]
         return batch
+
+    def images_reused(self, crops: np.ndarray) -> np.ndarray:
+        """``images`` into the calling thread's own buffer, valid until that thread's next call.
+
+        A compute thread normalizes one batch at a time and the engine is done with it when
+        ``run`` returns, so one buffer per thread, sized for the largest batch seen, serves
+        them all: no fresh megabytes per batch for the kernel to fault in and zero, and an
+        engine may read the buffer in place instead of copying it (OpenVINO's shared inputs).
+        """
+        n, height, width, _ = crops.shape
+        shape = (3, height, width) if self._nchw else (height, width, 3)
+        buffer: np.ndarray | None = getattr(self._reused, "buffer", None)
+        if buffer is None or buffer.shape[1:] != shape or len(buffer) < n:
+            buffer = self._reused.buffer = np.empty((n, *shape), dtype=np.float32)
+        return self.images(crops, out=buffer[:n])
 
     def pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Already normalized ``(N, 3, H, W)`` pixels from a client, in the model's layout.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -44,3 +46,20 @@ def test_normalizer_matches_the_torchvision_formula_in_both_layouts():
     np.testing.assert_allclose(nhwc, expected, rtol=1e-5, atol=1e-5)
     pixels = np.ones((1, 3, 4, 5), dtype=np.float32)
     assert Normalizer(Preprocessing(8, 4, mean, std, "NHWC")).pixels(pixels).shape == (1, 4, 5, 3)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_reused_buffers_hold_the_same_values_and_belong_to_one_thread(layout):
+    normalizer = Normalizer(Preprocessing(8, 4, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), layout))
+    crops = np.random.default_rng(1).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    first = normalizer.images_reused(crops)
+    np.testing.assert_array_equal(first, normalizer.images(crops))
+    smaller = normalizer.images_reused(crops[:2])
+    np.testing.assert_array_equal(smaller, normalizer.images(crops[:2]))
+    assert smaller.base is first.base and smaller.flags.c_contiguous  # the same memory, no new allocation
+    with ThreadPoolExecutor(1) as other_thread:
+        elsewhere = other_thread.submit(normalizer.images_reused, crops).result()
+    assert not np.shares_memory(elsewhere, first)
+    larger = normalizer.images_reused(np.concatenate([crops, crops]))
+    assert larger.shape[0] == 6
+    np.testing.assert_array_equal(larger[3:], normalizer.images(crops))
