@@ -11,7 +11,7 @@ from rtvi.protocol.types import RequestedOutput, TensorSpec
 from rtvi.serving.errors import InvalidInput
 from rtvi.serving.modeldir import Preprocessing
 from rtvi.serving.normalize import Normalizer
-from rtvi.serving.tasks.classification import IMAGES, PIXELS, ClassificationTask
+from rtvi.serving.tasks.classification import IMAGES, PIXELS, ClassificationTask, top_indices
 
 
 def test_top_k_strings_best_first_with_labels():
@@ -63,3 +63,16 @@ def test_reused_buffers_hold_the_same_values_and_belong_to_one_thread(layout):
     larger = normalizer.images_reused(np.concatenate([crops, crops]))
     assert larger.shape[0] == 6
     np.testing.assert_array_equal(larger[3:], normalizer.images(crops))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 12])
+def test_top_indices_order_like_a_stable_descending_sort_with_ties_and_nans(k):
+    rng = np.random.default_rng(k)
+    logits = rng.integers(-3, 4, (40, 12)).astype(np.float32)  # many ties, also at the k-th place
+    logits[rng.random(logits.shape) < 0.1] = np.nan
+    logits[0] = np.nan  # fewer than k numbers in a row
+    logits[1, :] = 2.0  # all tied
+    logits[2, ::2] = np.inf
+    expected = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(top_indices(logits, k), expected)
+    assert top_indices(logits[:0], k).shape == (0, k)
