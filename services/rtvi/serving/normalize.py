@@ -1,4 +1,4 @@
-"""Pixel normalization in numpy, shared by every engine (no torch needed)."""
+"""Pixel normalization in numpy (OpenCV for the layout change), shared by every engine (no torch needed)."""
 
 from __future__ import annotations
 
