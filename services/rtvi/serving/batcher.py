@@ -1,7 +1,7 @@
 """Dynamic batching: concurrent requests merge into one model call.
 
 Requests wait in a queue; when a model instance is free, the batcher takes the
-oldest request and every queued request with the same key (the shape of one row) that
+oldest request and every queued request with the same key (dtype and shape of a row) that
 fits in ``max_batch_size``, waiting at most ``max_queue_delay`` after the oldest arrived
 for more to come. Requests that waited while the model was busy are already past
 their delay and go at once, so under load batches fill up without added latency.
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Requests batch together when their rows have the same shape.
-BatchKey = tuple[int, ...]
+# Requests batch together when their rows have the same dtype and shape.
+BatchKey = tuple[str, tuple[int, ...]]
 
 
 @dataclass(eq=False)  # identity: deque.remove() must not compare the numpy inputs
@@ -106,7 +106,7 @@ class DynamicBatcher:
         future = asyncio.get_running_loop().create_future()
         if not self.busy:
             self._progress = time.monotonic()
-        self._queue.append(_Pending(tuple(inputs.shape[1:]), inputs, future))
+        self._queue.append(_Pending((inputs.dtype.str, tuple(inputs.shape[1:])), inputs, future))
         self._arrived.set()
         return await future
 
@@ -154,36 +154,47 @@ class DynamicBatcher:
             # arriving meanwhile join it.
             await self._free.acquire()
             batch = await self._next_batch()
-            task = loop.create_task(self._run(batch))
+            # Hand the batch to the instance now, not in a task's first step: that step
+            # would queue behind the callbacks that build the previous batch's responses,
+            # and the instance would sit idle for that long after every batch.
+            self._computing += 1
+            started = time.perf_counter()
+            outputs = loop.run_in_executor(self._executor, self._compute, [p.inputs for p in batch])
+            task = loop.create_task(self._deliver(batch, outputs, started))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, batch: list[_Pending]) -> None:
-        self._computing += 1
+    def _compute(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """One model call on the instance's thread; the concatenation (megabytes of pixels)
+        runs there too, so it never holds up the event loop."""
+        return self._run_model(inputs[0] if len(inputs) == 1 else np.concatenate(inputs))
+
+    async def _deliver(self, batch: list[_Pending], outputs: asyncio.Future, started: float) -> None:
         try:
-            started = time.perf_counter()
-            inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([p.inputs for p in batch])
-            try:
-                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_model, inputs)
-            except Exception as exc:  # the model failed: fail this batch, keep serving
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                return
-            finished = time.perf_counter()
-            offset = 0
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_result(outputs[offset : offset + pending.size])
-                offset += pending.size
-            self._on_batch(
-                BatchStats(
-                    size=len(inputs),
-                    queue_seconds=[started - p.enqueued for p in batch],
-                    compute_seconds=finished - started,
-                )
-            )
+            result = await outputs
+        except Exception as exc:  # the model failed: fail this batch, keep serving
+            result = exc
         finally:
+            finished = time.perf_counter()
+            # Free the instance before waking the callers: the batcher's loop is then first
+            # in line and starts the next batch before this batch's responses are built.
             self._computing -= 1
             self._progress = time.monotonic()
             self._free.release()
+        if isinstance(result, Exception):
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(result)
+            return
+        offset = 0
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_result(result[offset : offset + pending.size])
+            offset += pending.size
+        self._on_batch(
+            BatchStats(
+                size=offset,
+                queue_seconds=[started - p.enqueued for p in batch],
+                compute_seconds=finished - started,
+            )
+        )

@@ -75,15 +75,16 @@ class DataPlane:
         return tensor
 
     async def _model_input(self, model: ServedModel, tensor: Tensor) -> np.ndarray:
-        """Decoded, resized, cropped and normalized rows, on a preprocess thread."""
+        """Rows for the batcher, on a preprocess thread: normalized float pixels as the model
+        takes them, or uint8 RGB crops of decoded images (a quarter of the bytes to batch),
+        which the compute thread normalizes per batch (``ServedModel.run``)."""
         assert model.normalizer is not None and model.geometry is not None
-        normalizer, geometry = model.normalizer, model.geometry
         loop = asyncio.get_running_loop()
         if tensor.name != IMAGES.name:
-            return await loop.run_in_executor(self._preprocess, normalizer.pixels, tensor.data)
+            return await loop.run_in_executor(self._preprocess, model.normalizer.pixels, tensor.data)
         started = time.perf_counter()
         try:
-            batch = await loop.run_in_executor(self._preprocess, lambda: normalizer.images(geometry.batch(tensor.data)))
+            batch = await loop.run_in_executor(self._preprocess, model.geometry.batch, tensor.data)
         except ImageTooLargeError as exc:
             raise ImageTooLarge(str(exc)) from None
         except ImageDecodeError as exc:

@@ -2,7 +2,7 @@
 
 Runs in worker threads (OpenCV releases the GIL), so several requests decode in
 parallel while the model computes. Normalization happens later, on the whole batch,
-in `model.py`.
+on the compute thread (``ServedModel.run``).
 """
 
 from __future__ import annotations

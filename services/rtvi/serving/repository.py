@@ -54,7 +54,11 @@ class ServedModel:
         return self.batcher is not None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        assert self.engine is not None
+        """One batch on the calling compute thread: uint8 image crops are normalized here,
+        once per batch, into the thread's reused buffer; float rows are already normalized."""
+        assert self.engine is not None and self.normalizer is not None
+        if batch.dtype == np.uint8:
+            batch = self.normalizer.images_reused(batch)
         return self.engine.run(batch)
 
 

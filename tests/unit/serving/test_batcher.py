@@ -171,3 +171,68 @@ def test_a_request_behind_one_that_does_not_fit_joins_the_batch():
                 await batcher.stop()
 
     assert [list(r) for r in run(main())] == [[0] * 2, [1] * 8, [2] * 10, [3] * 2]
+
+
+def test_rows_of_different_dtypes_never_share_a_batch():
+    """uint8 image crops and float pixels of one shape are different inputs to the model."""
+    calls: list[str] = []
+
+    def model(batch):
+        calls.append(batch.dtype.str)
+        return batch
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = DynamicBatcher(model, pool, 8, 0.1)
+            batcher.start()
+            await asyncio.gather(batcher.submit(np.ones((1, 3), np.uint8)), batcher.submit(np.ones((1, 3), np.float32)))
+            await batcher.stop()
+
+    run(main())
+    assert sorted(calls) == sorted([np.dtype(np.uint8).str, np.dtype(np.float32).str])
+
+
+class _RecordingExecutor(ThreadPoolExecutor):
+    """Notes (on the event loop's thread) when a batch is handed to it."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__(1)
+        self.events = events
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.events.append("batch handed to the instance")
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_the_next_batch_starts_before_the_finished_batch_callers_resume():
+    """A free instance must not wait while the event loop builds the previous batch's
+    responses: the queued batch is handed over first, then the callers wake."""
+    events: list[str] = []
+    first_running = threading.Event()
+    release = threading.Event()
+
+    def model(batch):
+        first_running.set()
+        release.wait(10)
+        return batch
+
+    async def caller(batcher, name):
+        await batcher.submit(np.ones((1, 1)))
+        events.append(f"{name} resumed")
+
+    async def main():
+        with _RecordingExecutor(events) as pool:
+            batcher = DynamicBatcher(model, pool, 1, 0.0)
+            batcher.start()
+            first = asyncio.ensure_future(caller(batcher, "first"))
+            while not first_running.is_set():
+                await asyncio.sleep(0.01)
+            second = asyncio.ensure_future(caller(batcher, "second"))
+            await asyncio.sleep(0.05)  # the second request waits in the queue
+            release.set()
+            await asyncio.wait_for(asyncio.gather(first, second), 10)
+            await batcher.stop()
+
+    run(main())
+    assert events == ["batch handed to the instance", "batch handed to the instance", "first resumed",
+                      "second resumed"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from rtvi.protocol.types import RequestedOutput, TensorSpec
 from rtvi.serving.errors import InvalidInput
 from rtvi.serving.modeldir import Preprocessing
 from rtvi.serving.normalize import Normalizer
-from rtvi.serving.tasks.classification import IMAGES, PIXELS, ClassificationTask
+from rtvi.serving.tasks.classification import IMAGES, PIXELS, ClassificationTask, top_indices
 
 
 def test_top_k_strings_best_first_with_labels():
@@ -44,3 +46,33 @@ def test_normalizer_matches_the_torchvision_formula_in_both_layouts():
     np.testing.assert_allclose(nhwc, expected, rtol=1e-5, atol=1e-5)
     pixels = np.ones((1, 3, 4, 5), dtype=np.float32)
     assert Normalizer(Preprocessing(8, 4, mean, std, "NHWC")).pixels(pixels).shape == (1, 4, 5, 3)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_reused_buffers_hold_the_same_values_and_belong_to_one_thread(layout):
+    normalizer = Normalizer(Preprocessing(8, 4, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), layout))
+    crops = np.random.default_rng(1).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    first = normalizer.images_reused(crops)
+    np.testing.assert_array_equal(first, normalizer.images(crops))
+    smaller = normalizer.images_reused(crops[:2])
+    np.testing.assert_array_equal(smaller, normalizer.images(crops[:2]))
+    assert smaller.base is first.base and smaller.flags.c_contiguous  # the same memory, no new allocation
+    with ThreadPoolExecutor(1) as other_thread:
+        elsewhere = other_thread.submit(normalizer.images_reused, crops).result()
+    assert not np.shares_memory(elsewhere, first)
+    larger = normalizer.images_reused(np.concatenate([crops, crops]))
+    assert larger.shape[0] == 6
+    np.testing.assert_array_equal(larger[3:], normalizer.images(crops))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 12])
+def test_top_indices_order_like_a_stable_descending_sort_with_ties_and_nans(k):
+    rng = np.random.default_rng(k)
+    logits = rng.integers(-3, 4, (40, 12)).astype(np.float32)  # many ties, also at the k-th place
+    logits[rng.random(logits.shape) < 0.1] = np.nan
+    logits[0] = np.nan  # fewer than k numbers in a row
+    logits[1, :] = 2.0  # all tied
+    logits[2, ::2] = np.inf
+    expected = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(top_indices(logits, k), expected)
+    assert top_indices(logits[:0], k).shape == (0, k)
