@@ -277,6 +277,7 @@ def committed_offsets(broker, group: str, topic: str, partitions: int = 2) -> di
 
 # The real Kubernetes control plane (`kube` fixture): its build starts in the background at
 # collection and its tests run last. Imported at the end: that module uses Proc and free_port.
+from support.docker_session import docker_engine, rtvi_images  # noqa: E402,F401
 from support.kube_session import (  # noqa: E402,F401
-    kube, pytest_collection_finish, pytest_collection_modifyitems, pytest_sessionfinish, pytest_terminal_summary,
+    kube, kube_node, pytest_collection_finish, pytest_collection_modifyitems, pytest_sessionfinish, pytest_terminal_summary,
 )

@@ -12,7 +12,6 @@ CPU wheel index (see README). Slow (several minutes): marked `docker`.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -20,8 +19,7 @@ import pytest
 import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2
 
-from conftest import REPO, free_port, health_status, jpeg_bytes, read_predictions
-from support.docker_engine import DockerEngine, EngineUnavailable
+from conftest import free_port, health_status, jpeg_bytes, read_predictions
 
 # Building the images (and installing the engine on a fresh machine) takes minutes.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
@@ -32,42 +30,14 @@ GRACE_S = 30
 
 
 @pytest.fixture(scope="module")
-def engine():
-    engine = DockerEngine()
-    try:
-        engine.start()
-    except EngineUnavailable as exc:
-        engine.stop()
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the container tests: {exc}")
-        pytest.skip(str(exc))
-    try:
-        yield engine
-    finally:
-        engine.stop()
+def engine(docker_engine):
+    return docker_engine
 
 
 @pytest.fixture(scope="module")
-def images(engine):
-    base = engine.build_base_image()
-    built = {}
-    # torch from PyPI (CUDA build) instead of the CPU index; no weights download offline.
-    torch_args = ["--build-arg", "TORCH_INDEX_URL=https://pypi.org/simple", "--build-arg", "WEIGHTS=none"]
-    for name, (dockerfile, args) in {
-        "consumer": ("Dockerfile.consumer", []),
-        "inference": ("Dockerfile.inference", torch_args),
-        # Reuses the torch image's builder stage (cached) to export the model to ONNX.
-        "inference-onnx": ("Dockerfile.inference", [*torch_args, "--build-arg", "ENGINE=onnx"]),
-    }.items():
-        tag = f"rtvi-{name}:test"
-        started = time.monotonic()
-        out = engine.docker("build", "--network", "host", "-f", dockerfile, "--build-arg",
-                            f"PYTHON_IMAGE={base}", *args, "-t", tag, ".", cwd=REPO, check=False)
-        assert out.returncode == 0, out.stderr[-5000:]
-        size = int(engine.docker("image", "inspect", "-f", "{{.Size}}", tag).stdout)
-        print(f"\n{tag}: {size / 1e6:.0f} MB, built in {time.monotonic() - started:.0f}s")
-        built[name] = (tag, size)
-    print(f"base {base}: {int(engine.docker('image', 'inspect', '-f', '{{.Size}}', base).stdout) / 1e6:.0f} MB")
+def images(rtvi_images):
+    built = {name: rtvi_images.get(name) for name in ("consumer", "inference", "inference-onnx")}
+    print(f"base {rtvi_images.base}: {rtvi_images.engine.image_size(rtvi_images.base) / 1e6:.0f} MB")
     return built
 
 

@@ -55,7 +55,10 @@ class DockerEngine:
         log = open(self.root / "dockerd.log", "wb")
         self._proc = subprocess.Popen(
             ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-             "-H", self.host, "-p", str(self.root / "docker.pid")],
+             "-H", self.host, "-p", str(self.root / "docker.pid"),
+             # Containers here use the host's network: no docker0 bridge, and no iptables rules
+             # that would meet a Kubernetes node's kube-proxy rules in the same tables.
+             "--bridge", "none", "--iptables=false"],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
@@ -82,6 +85,9 @@ class DockerEngine:
         for mount in sorted(mounts, reverse=True):
             subprocess.run(["umount", "--lazy", mount], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def image_size(self, tag: str) -> int:
+        return int(self.docker("image", "inspect", "-f", "{{.Size}}", tag).stdout)
 
     def build_base_image(self) -> str:
         """Debian bookworm with python3, venv and this machine's CA certificates."""

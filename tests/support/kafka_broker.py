@@ -49,6 +49,48 @@ logger.state.level = WARN
 """
 
 
+def kraft_settings(*, listeners: str, advertised: str, protocols: str, controller: str, log_dir: str) -> dict[str, str]:
+    """One KRaft node as both broker and controller: every internal topic single-replica,
+    fast failure detection, no automatic topics (tests create theirs). Used by the broker
+    process here and by the broker image the Kubernetes node runs (support.node_images)."""
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{controller}",
+        "controller.listener.names": "CONTROLLER",
+        "listeners": f"{listeners},CONTROLLER://{controller}",
+        "advertised.listeners": advertised,
+        "listener.security.protocol.map": f"{protocols},CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": log_dir,
+        # One node: every internal topic has a single replica.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # After a SIGKILL the controller keeps the dead broker's registration until this
+        # times out (default 9 s); a restart waits for it.
+        "broker.session.timeout.ms": "4000",
+        "broker.heartbeat.interval.ms": "1000",
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+    }
+
+
+def properties_text(settings: dict[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def log4j2_text(level: str = "INFO") -> str:
+    return _LOG4J2.format(level=level)
+
+
+JVM_OPTIONS = ("-XX:+UseG1GC", "-Djava.awt.headless=true")
+
+
 class KafkaUnavailable(RuntimeError):
     """Java or Maven is missing, or the jars cannot be fetched."""
 
@@ -148,43 +190,21 @@ class KafkaBroker:
 
     def _server_properties(self) -> Path:
         protocols = ",".join(f"{item.name}:{item.protocol}" for item in self.listeners)
-        settings = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "controller.listener.names": "CONTROLLER",
-            "listeners": ",".join(f"{item.name}://127.0.0.1:{item.port}" for item in self.listeners)
-            + f",CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": ",".join(f"{item.name}://{item.address}" for item in self.listeners),
-            "listener.security.protocol.map": f"{protocols},CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "log.dirs": str(self.log_dir),
-            # One node: every internal topic has a single replica.
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            # After a SIGKILL the controller keeps the dead broker's registration until this
-            # times out (default 9 s); a restart waits for it.
-            "broker.session.timeout.ms": "4000",
-            "broker.heartbeat.interval.ms": "1000",
-            "num.partitions": "1",
-            "auto.create.topics.enable": "false",
-            **self.properties,
-        }
+        settings = kraft_settings(
+            listeners=",".join(f"{item.name}://127.0.0.1:{item.port}" for item in self.listeners),
+            advertised=",".join(f"{item.name}://{item.address}" for item in self.listeners),
+            protocols=protocols, controller=f"127.0.0.1:{self.controller_port}", log_dir=str(self.log_dir),
+        )
         path = self.workdir / "server.properties"
-        path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        path.write_text(properties_text({**settings, **self.properties}))
         return path
 
     def _java(self, main: str, *args: str) -> list[str]:
         log4j = self.workdir / "log4j2.properties"
         if not log4j.exists():
-            log4j.write_text(_LOG4J2.format(level="INFO"))
-        return ["java", f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m", "-XX:+UseG1GC",
-                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
+            log4j.write_text(log4j2_text())
+        return ["java", f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m", *JVM_OPTIONS,
+                f"-Dlog4j2.configurationFile={log4j}",
                 "-cp", f"{fetch_jars()}/*", main, *args]
 
     def _format(self, config: Path) -> None:
