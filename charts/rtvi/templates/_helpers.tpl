@@ -46,6 +46,12 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- .Values.consumer.group | default (printf "%s-consumer" (include "rtvi.fullname" .)) }}
 {{- end }}
 
+{{/* The v2 model name: inference.modelName, else what the server derives (the architecture
+name, or the model directory's folder name). */}}
+{{- define "rtvi.modelName" -}}
+{{- .Values.inference.modelName | default (base .Values.inference.model) -}}
+{{- end -}}
+
 {{- define "rtvi.inferenceHeadless" -}}
 {{- printf "%s-inference-headless" (include "rtvi.fullname" .) }}
 {{- end }}
