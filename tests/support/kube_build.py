@@ -1,4 +1,4 @@
-"""Build a Kubernetes control plane from source through the Go module proxy, once.
+"""Build Kubernetes (control plane and node) from source through the Go module proxy, once.
 
 No Kubernetes binaries are installable here, but ``go`` reaches proxy.golang.org, which
 serves Kubernetes' own source. ``k8s.io/kubernetes`` cannot be ``go install``ed: its go.mod
@@ -7,6 +7,10 @@ module requires ``k8s.io/kubernetes`` and replaces each of those modules (read f
 release's own go.mod, not hard-coded) with its published ``v0.X.Y`` twin, so ``go build``
 resolves everything from the proxy. etcd (Debian's 3.4 is older than Kubernetes supports)
 builds the same way from a three-line main around ``etcdmain``; kwok installs directly.
+For a real node: the kubelet and kube-proxy come from the same Kubernetes build, CoreDNS
+from a small main that links only the plugins the node needs (as CoreDNS documents for
+custom builds), and the pod sandbox's ``pause`` is a static binary of our own (no image
+registry is reachable, so Kubernetes' pause image cannot be pulled).
 
 The binaries land in ``~/.cache/rtvi-k8s/<kubernetes version>/bin`` (``RTVI_K8S_CACHE``
 moves the root), outside the repository; a stamp file marks a finished build, and a file
@@ -30,6 +34,8 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.5.35"
 KWOK_VERSION = "v0.8.0"
+# Its client-go is the same minor as the Kubernetes build.
+COREDNS_VERSION = "v1.13.2"
 # Add-ons whose custom resources the chart can render: their real CRDs, read from their
 # Go modules (the Redpanda operator's module is not served, see redpanda_crd in the tests).
 CRD_MODULES = {
@@ -38,7 +44,8 @@ CRD_MODULES = {
     "github.com/prometheus-operator/prometheus-operator@v0.85.0": (
         "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",),
 }
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "kubelet",
+            "kube-proxy", "coredns", "pause")
 KWOK_STAGES = "kwok-stages.yaml"
 # The Stage objects kwokctl gives a kwok cluster by default, as files of kwok's module:
 # nodes become Ready and keep a lease, pods run and turn Ready, Job pods complete,
@@ -50,7 +57,7 @@ KWOK_STAGE_FILES = (
     "kustomize/stage/pod/fast/pod-complete.yaml",
     "kustomize/stage/pod/fast/pod-delete.yaml",
 )
-KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")
 STAMP = ".complete.json"
 
 
@@ -81,7 +88,8 @@ def build_log() -> Path:
 
 
 def _versions() -> dict[str, str]:
-    return {"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION, "kwok": KWOK_VERSION, "crds": sorted(CRD_MODULES)}
+    return {"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION, "kwok": KWOK_VERSION, "crds": sorted(CRD_MODULES),
+            "coredns": COREDNS_VERSION, "binaries": list(BINARIES), "pause": PAUSE_MAIN, "coredns_main": COREDNS_MAIN}
 
 
 def is_built() -> bool:
@@ -127,6 +135,51 @@ import (
 )
 
 func main() { etcdmain.Main(os.Args) }
+"""
+
+
+# The CoreDNS plugins the node's Corefile uses, in CoreDNS's own execution order
+# (plugin.cfg): serve on one address, report readiness and health, answer cluster names.
+COREDNS_PLUGINS = ("bind", "ready", "health", "errors", "kubernetes")
+COREDNS_MAIN = """// CoreDNS with only the plugins a one-node test cluster needs.
+package main
+
+import (
+\t"github.com/coredns/coredns/core/dnsserver"
+\t"github.com/coredns/coredns/coremain"
+""" + "".join(f'\t_ "github.com/coredns/coredns/plugin/{name}"\n' for name in COREDNS_PLUGINS) + """)
+
+func init() {
+\tdnsserver.Directives = []string{""" + ", ".join(f'"{name}"' for name in COREDNS_PLUGINS) + """}
+}
+
+func main() { coremain.Run() }
+"""
+
+PAUSE_MAIN = """// pause: a pod sandbox's first process. It holds the pod's namespaces, reaps the
+// orphans it inherits as PID 1 and exits on SIGINT or SIGTERM, as Kubernetes' own does.
+package main
+
+import (
+\t"os"
+\t"os/signal"
+\t"syscall"
+)
+
+func main() {
+\tsignals := make(chan os.Signal, 8)
+\tsignal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+\tfor received := range signals {
+\t\tif received != syscall.SIGCHLD {
+\t\t\tos.Exit(0)
+\t\t}
+\t\tfor {
+\t\t\tif pid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil); pid <= 0 || err != nil {
+\t\t\t\tbreak
+\t\t\t}
+\t\t}
+\t}
+}
 """
 
 
@@ -176,6 +229,20 @@ class _Builder:
         self.go_run("mod", "tidy", cwd=work)
         self.go_run("build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), ".", cwd=work)
 
+    def coredns(self, work: Path, out: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "go.mod").write_text(
+            f"module rtvi.local/coredns\n\ngo 1.24.0\n\nrequire github.com/coredns/coredns {COREDNS_VERSION}\n")
+        (work / "main.go").write_text(COREDNS_MAIN)
+        self.go_run("mod", "tidy", cwd=work)
+        self.go_run("build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "coredns"), ".", cwd=work)
+
+    def pause(self, work: Path, out: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "go.mod").write_text("module rtvi.local/pause\n\ngo 1.22\n")
+        (work / "main.go").write_text(PAUSE_MAIN)
+        self.go_run("build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "pause"), ".", cwd=work)
+
     def module_dir(self, module: str, work: Path) -> Path:
         return Path(json.loads(self.go_run("mod", "download", "-json", module, cwd=work))["Dir"])
 
@@ -203,11 +270,14 @@ def build(go: str, log=sys.stdout) -> float:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     builder = _Builder(go, log)
-    builder.say(f"building Kubernetes {KUBERNETES_VERSION}, etcd {ETCD_VERSION}, kwok {KWOK_VERSION} into {bin_dir()}")
+    builder.say(f"building Kubernetes {KUBERNETES_VERSION}, etcd {ETCD_VERSION}, kwok {KWOK_VERSION}, "
+                f"CoreDNS {COREDNS_VERSION} and pause into {bin_dir()}")
     builder.etcd(root / "src" / "etcd", staging)
     builder.kwok(root / "src" / "kwok", staging)
     builder.crds(root / "src" / "crds", staging)
     builder.kubernetes(root / "src" / "kubernetes", staging)
+    builder.coredns(root / "src" / "coredns", staging)
+    builder.pause(root / "src" / "pause", staging)
     missing = [name for name in (*BINARIES, KWOK_STAGES) if not (staging / name).exists()]
     if missing:
         raise RuntimeError(f"build finished without {', '.join(missing)}")
