@@ -94,6 +94,7 @@ class ControlPlane:
     processes: dict[str, Proc] = field(default_factory=dict)
     server: str = ""
     kubeconfig: Path = Path()
+    pki: Pki | None = None
 
     # ---- start and stop ----------------------------------------------------------------
 
@@ -112,7 +113,7 @@ class ControlPlane:
 
     def _start(self, deadline: float) -> None:
         self.work.joinpath("logs").mkdir(exist_ok=True)
-        pki = Pki(self.work / "pki")
+        pki = self.pki = Pki(self.work / "pki")
         etcd = self._start_etcd(deadline)
         self._start_apiserver(deadline, pki, etcd)
         scheduler_health = self._start_controllers(pki)
@@ -160,6 +161,8 @@ class ControlPlane:
             "--service-cluster-ip-range", SERVICE_CIDR,
             "--authorization-mode", "Node,RBAC",
             "--allow-privileged=true",
+            # Reach a real kubelet (logs, the pod proxy) at its node's address, not its host name.
+            "--kubelet-preferred-address-types", "InternalIP",
             "--cert-dir", str(self.work / "apiserver-certs"),
         ])
         context = ssl.create_default_context(cafile=str(pki.ca))

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from support import kube_build
+from support import kube_build, node_images
 from support.kube_cluster import ControlPlane
+from support.kube_node import Node, install_packages, missing_prerequisites
 
 # Wait for the build at most this long from when the fixture first asks (a cold build on
 # two cores takes about half of it).
@@ -35,7 +36,7 @@ _report: list[str] = []
 
 
 def _uses_kube(item: pytest.Item) -> bool:
-    return "kube" in getattr(item, "fixturenames", ())
+    return bool({"kube", "kube_node"} & set(getattr(item, "fixturenames", ())))
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m kube` / `-m "not kube"` see the marker
@@ -136,4 +137,40 @@ def kube(tmp_path_factory) -> Iterator[ControlPlane]:
         _report.append(f"kube: control plane and two fake nodes ready in {time.monotonic() - started:.0f} s")
         yield cluster
     finally:
+        cluster.stop()
+
+
+# rtvi's images the node runs: the consumer/producer image and the ONNX-only inference image
+# (the torch one is 6 GB to import, and the ONNX one is what a CPU node should serve).
+NODE_RTVI_IMAGES = ("consumer", "inference-onnx")
+
+
+@pytest.fixture(scope="session")
+def kube_node(tmp_path_factory, rtvi_images) -> Iterator[tuple[ControlPlane, Node, dict[str, str]]]:
+    """A control plane of its own with one real node (kubelet, kube-proxy, containerd, CoreDNS)
+    and the images it may run: ``(cluster, node, {"consumer": tag, "inference-onnx": tag,
+    "kafka": tag})``. Its own cluster, so the kwok tests' pods never land on a real node."""
+    why = missing_prerequisites()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the node tests: {why}")
+        pytest.skip(why)
+    bin_dir = _binaries()
+    install_packages()
+    started = time.monotonic()
+    tags = {name: rtvi_images.get(name)[0] for name in NODE_RTVI_IMAGES}
+    tags["kafka"] = node_images.build_kafka(rtvi_images.engine, rtvi_images.base)
+    node_images.build_pause(rtvi_images.engine, bin_dir / "pause")
+    built = time.monotonic()
+    work = tmp_path_factory.mktemp("kube-node")
+    cluster = ControlPlane(bin_dir, work / "cluster")
+    cluster.start()
+    node = Node(cluster, work / "node")
+    try:
+        node.start(list(tags.values()), rtvi_images.save)
+        _report.append(f"kube node: images built in {built - started:.0f} s, node Ready in "
+                       f"{time.monotonic() - built:.0f} s (control plane, image import, kubelet)")
+        yield cluster, node, tags
+    finally:
+        node.stop()
         cluster.stop()
