@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from support.tools import apt_install
+
 BASE_IMAGE = "rtvi-test-base:bookworm"
 # Debian's docker.io client (20.10) drives its engine, BuildKit included.
 DOCKER = "/usr/bin/docker"
@@ -46,12 +48,10 @@ class DockerEngine:
         if os.geteuid() != 0:
             raise EngineUnavailable("container tests need root to run their own Docker engine")
         if not (shutil.which("dockerd") and Path(DOCKER).exists() and shutil.which("debootstrap")):
-            if not shutil.which("apt-get"):
-                raise EngineUnavailable("no dockerd and no apt-get to install Debian's docker.io")
-            install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-            if subprocess.run(install, capture_output=True, timeout=900).returncode != 0:
-                subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=600)
-                subprocess.run(install, check=True, capture_output=True, timeout=900)
+            try:
+                apt_install(PACKAGES, "no dockerd and no apt-get to install Debian's docker.io")
+            except RuntimeError as exc:
+                raise EngineUnavailable(str(exc)) from None
         log = open(self.root / "dockerd.log", "wb")
         self._proc = subprocess.Popen(
             ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),

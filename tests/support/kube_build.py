@@ -221,27 +221,16 @@ class _Builder:
         self.go_run("build", "-trimpath", "-ldflags", ldflags, "-o", str(out) + "/",
                     *(f"k8s.io/kubernetes/cmd/{command}" for command in KUBERNETES_COMMANDS), cwd=work)
 
-    def etcd(self, work: Path, out: Path) -> None:
+    def main_module(self, name: str, source: str, work: Path, out: Path, *, go: str, require: str = "") -> None:
+        """Build ``out/<name>`` from a one-file main package that requires ``require`` (module@version)."""
         work.mkdir(parents=True, exist_ok=True)
-        (work / "go.mod").write_text(
-            f"module rtvi.local/etcd\n\ngo 1.23\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n")
-        (work / "main.go").write_text(ETCD_MAIN)
-        self.go_run("mod", "tidy", cwd=work)
-        self.go_run("build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), ".", cwd=work)
-
-    def coredns(self, work: Path, out: Path) -> None:
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "go.mod").write_text(
-            f"module rtvi.local/coredns\n\ngo 1.24.0\n\nrequire github.com/coredns/coredns {COREDNS_VERSION}\n")
-        (work / "main.go").write_text(COREDNS_MAIN)
-        self.go_run("mod", "tidy", cwd=work)
-        self.go_run("build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "coredns"), ".", cwd=work)
-
-    def pause(self, work: Path, out: Path) -> None:
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "go.mod").write_text("module rtvi.local/pause\n\ngo 1.22\n")
-        (work / "main.go").write_text(PAUSE_MAIN)
-        self.go_run("build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "pause"), ".", cwd=work)
+        module, _, version = require.partition("@")
+        (work / "go.mod").write_text(f"module rtvi.local/{name}\n\ngo {go}\n"
+                                     + (f"\nrequire {module} {version}\n" if require else ""))
+        (work / "main.go").write_text(source)
+        if require:
+            self.go_run("mod", "tidy", cwd=work)
+        self.go_run("build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / name), ".", cwd=work)
 
     def module_dir(self, module: str, work: Path) -> Path:
         return Path(json.loads(self.go_run("mod", "download", "-json", module, cwd=work))["Dir"])
@@ -272,12 +261,14 @@ def build(go: str, log=sys.stdout) -> float:
     builder = _Builder(go, log)
     builder.say(f"building Kubernetes {KUBERNETES_VERSION}, etcd {ETCD_VERSION}, kwok {KWOK_VERSION}, "
                 f"CoreDNS {COREDNS_VERSION} and pause into {bin_dir()}")
-    builder.etcd(root / "src" / "etcd", staging)
+    builder.main_module("etcd", ETCD_MAIN, root / "src" / "etcd", staging, go="1.23",
+                        require=f"go.etcd.io/etcd/server/v3@{ETCD_VERSION}")
     builder.kwok(root / "src" / "kwok", staging)
     builder.crds(root / "src" / "crds", staging)
     builder.kubernetes(root / "src" / "kubernetes", staging)
-    builder.coredns(root / "src" / "coredns", staging)
-    builder.pause(root / "src" / "pause", staging)
+    builder.main_module("coredns", COREDNS_MAIN, root / "src" / "coredns", staging, go="1.24.0",
+                        require=f"github.com/coredns/coredns@{COREDNS_VERSION}")
+    builder.main_module("pause", PAUSE_MAIN, root / "src" / "pause", staging, go="1.22")
     missing = [name for name in (*BINARIES, KWOK_STAGES) if not (staging / name).exists()]
     if missing:
         raise RuntimeError(f"build finished without {', '.join(missing)}")

@@ -136,7 +136,7 @@ class ControlPlane:
             "--listen-metrics-urls", f"http://127.0.0.1:{free_port()}",
             "--unsafe-no-fsync",  # a throwaway store: durability only costs time here
         ])
-        self._wait("etcd", deadline, lambda: _http_ok(f"{client}/health"))
+        self._wait("etcd", deadline, lambda: http_ok(f"{client}/health"))
         return client
 
     def _start_apiserver(self, deadline: float, pki: Pki, etcd: str) -> None:
@@ -167,7 +167,7 @@ class ControlPlane:
         ])
         context = ssl.create_default_context(cafile=str(pki.ca))
         context.load_cert_chain(*admin)
-        self._wait("kube-apiserver", deadline, lambda: _http_ok(f"{self.server}/readyz", context))
+        self._wait("kube-apiserver", deadline, lambda: http_ok(f"{self.server}/readyz", context))
 
     def _start_controllers(self, pki: Pki) -> Callable[[], bool]:
         """kube-controller-manager and kube-scheduler, each under its own identity; the scheduler's health check."""
@@ -195,7 +195,7 @@ class ControlPlane:
         insecure = ssl.create_default_context()  # the scheduler serves a self-signed certificate
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
-        return lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure)
+        return lambda: http_ok(f"https://127.0.0.1:{port}/healthz", insecure)
 
     def _start_kwok(self, pki: Pki) -> Callable[[], bool]:
         """kwok for the nodes annotated as fake (others, such as a real kubelet's, it leaves alone)."""
@@ -210,23 +210,16 @@ class ControlPlane:
             "--cidr", "10.244.0.0/24", "--node-ip", "127.0.0.1",
             "--server-address", f"127.0.0.1:{port}",
         ])
-        return lambda: _http_ok(f"http://127.0.0.1:{port}/healthz")
+        return lambda: http_ok(f"http://127.0.0.1:{port}/healthz")
 
     def _run(self, name: str, args: list[str]) -> None:
         self.processes[name] = Proc([str(self.bin_dir / name), *args], self.work / "logs" / f"{name}.log")
 
     def _wait(self, name: str, deadline: float, ready: Callable[[], bool]) -> None:
-        while not ready():
-            failed = next((n for n, p in self.processes.items() if p.popen.poll() is not None), None)
-            if failed:
-                raise ClusterStartError(f"{failed} exited with {self.processes[failed].popen.returncode}: "
-                                        f"{self.log_tail(failed)}")
-            if time.monotonic() > deadline:
-                raise ClusterStartError(f"{name} was not ready in time: {self.log_tail(name)}")
-            time.sleep(0.5)
+        wait_started(name, deadline, ready, self.processes)
 
-    def log_tail(self, name: str, lines: int = 15) -> str:
-        return "\n".join(self.processes[name].output.splitlines()[-lines:])
+    def log_tail(self, name: str) -> str:
+        return log_tail(self.processes[name])
 
     # ---- using it ----------------------------------------------------------------------
 
@@ -271,7 +264,23 @@ class ControlPlane:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
 
-def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+def log_tail(process: Proc, lines: int = 15) -> str:
+    return "\n".join(process.output.splitlines()[-lines:])
+
+
+def wait_started(name: str, deadline: float, ready: Callable[[], bool], processes: dict[str, Proc]) -> None:
+    """Poll ``ready`` until it holds; fail at once, with its log, if any started process exited."""
+    while not ready():
+        failed = next((n for n, p in processes.items() if p.popen.poll() is not None), None)
+        if failed:
+            raise ClusterStartError(f"{failed} exited with {processes[failed].popen.returncode}: "
+                                    f"{log_tail(processes[failed])}")
+        if time.monotonic() > deadline:
+            raise ClusterStartError(f"{name} was not ready in time: {log_tail(processes[name])}")
+        time.sleep(0.5)
+
+
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5, context=context) as response:
             return response.status == 200

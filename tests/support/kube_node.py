@@ -23,15 +23,14 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from conftest import Proc, free_port
-from support.kube_cluster import ClusterStartError, ControlPlane, kubeconfig
+from support.kube_cluster import ControlPlane, http_ok, kubeconfig, wait_started
+from support.tools import apt_install
 
 NODE_NAME = "rtvi-node"
 BRIDGE = "rtvi0"
@@ -68,24 +67,14 @@ def install_packages() -> None:
     if all(shutil.which(tool) for tool in ("containerd", "ctr", "runc", "conntrack", "iptables")) and \
             Path(CNI_BIN_DIR, "bridge").exists():
         return
-    if not shutil.which("apt-get"):
-        raise NodeUnavailable("containerd and the CNI plugins are missing and there is no apt-get to install them")
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-    if subprocess.run(install, capture_output=True, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=600)
-        subprocess.run(install, check=True, capture_output=True, timeout=900)
+    try:
+        apt_install(PACKAGES, "containerd and the CNI plugins are missing and there is no apt-get to install them")
+    except RuntimeError as exc:
+        raise NodeUnavailable(str(exc)) from None
 
 
 def _run(*args: str, check: bool = True, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=timeout, **kwargs)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 @dataclass
@@ -225,7 +214,7 @@ state = "{root / 'state'}"
 }}
 """)
         self._run_process("coredns", [str(self.cluster.bin_dir / "coredns"), "-conf", str(corefile)])
-        self._wait("coredns", deadline, lambda: _http_ok(f"http://127.0.0.1:{ready}/ready"))
+        self._wait("coredns", deadline, lambda: http_ok(f"http://127.0.0.1:{ready}/ready"))
 
     def _start_kubelet(self) -> None:
         pki = self.cluster.pki
@@ -278,17 +267,7 @@ state = "{root / 'state'}"
         self.processes[name] = Proc(args, self.work / "logs" / f"{name}.log")
 
     def _wait(self, name: str, deadline: float, ready) -> None:
-        while not ready():
-            failed = next((n for n, p in self.processes.items() if p.popen.poll() is not None), None)
-            if failed:
-                raise ClusterStartError(f"{failed} exited with {self.processes[failed].popen.returncode}: "
-                                        f"{self.log_tail(failed)}")
-            if time.monotonic() > deadline:
-                raise ClusterStartError(f"{name} was not ready in time: {self.log_tail(name)}")
-            time.sleep(1)
-
-    def log_tail(self, name: str, lines: int = 20) -> str:
-        return "\n".join(self.processes[name].output.splitlines()[-lines:])
+        wait_started(name, deadline, ready, self.processes)
 
     # ---- using it ------------------------------------------------------------------------
 

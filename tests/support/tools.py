@@ -44,3 +44,14 @@ def helm_binary() -> str:
     os.chmod(target, 0o755)
     shutil.rmtree(download)
     return str(target)
+
+
+def apt_install(packages: list[str], missing_why: str) -> None:
+    """Debian packages via apt-get (its lists refreshed only when an install fails);
+    ``missing_why`` is the error when there is no apt-get."""
+    if not shutil.which("apt-get"):
+        raise RuntimeError(missing_why)
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    if subprocess.run(install, capture_output=True, timeout=900).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=600)
+        subprocess.run(install, check=True, capture_output=True, timeout=900)
