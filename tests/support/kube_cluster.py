@@ -112,7 +112,7 @@ class ControlPlane:
             self.processes[name].terminate(timeout=20)
 
     def _start(self, deadline: float) -> None:
-        self.work.joinpath("logs").mkdir(exist_ok=True)
+        self.work.joinpath("logs").mkdir(parents=True, exist_ok=True)
         pki = self.pki = Pki(self.work / "pki")
         etcd = self._start_etcd(deadline)
         self._start_apiserver(deadline, pki, etcd)
