@@ -6,8 +6,8 @@ replaced by kwok, which marks nodes Ready and plays the pods' lifecycle (running
 Job pods completing) through the API. Nothing runs in the pods. Everything binds
 127.0.0.1 on free ports and is stopped by ``stop()``, also when start-up fails.
 
-Nodes are added one at a time (``add_fake_node``), so a real kubelet can join later as
-another kind of node.
+Fake nodes are added one at a time (``add_fake_node``); a real node (kubelet, containerd)
+joins through support.kube_node.
 """
 
 from __future__ import annotations
