@@ -74,6 +74,14 @@ class Proc:
         self._log.close()
 
 
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` in Prometheus text whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = (sample for family in text_string_to_metric_families(text) for sample in family.samples)
+    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+
 def rtvi_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "rtvi", *args]
 

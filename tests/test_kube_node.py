@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -28,8 +29,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO, end_offsets, read_predictions
+from conftest import REPO, end_offsets, metric_sum, read_predictions
 from support.node_images import KAFKA_PORT, kafka_manifests
+from test_streaming_pipeline import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(2400)]
 
@@ -117,26 +119,6 @@ def pod_metrics(cluster, pod: str, port: int) -> str:
     return cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}:{port}/proxy/metrics").stdout
 
 
-def sample(metrics: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include ``labels``."""
-    total = 0.0
-    for line in metrics.splitlines():
-        match = re.match(rf"^{name}(?:{{(.*)}})? (\S+)$", line)
-        if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
-
-
-def wait_for(what: str, check, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(interval)
-
-
 def rtvi_cli(cluster, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
     return subprocess.run([sys.executable, "-m", "rtvi", *args, "--release", RELEASE, "--namespace", NAMESPACE],
@@ -185,8 +167,8 @@ def test_frames_flow_from_the_producer_job_through_two_inference_pods(release):
     env = {e["name"]: e.get("value") for e in consumer["spec"]["containers"][0]["env"]}
     assert env["RTVI_INFERENCE_URL"] == f"dns:///{INFERENCE}-headless:8001"
     assert env["RTVI_MODEL"] == "resnet18"
-    calls = {pod["metadata"]["name"]: sample(pod_metrics(cluster, pod["metadata"]["name"], 8002),
-                                             "rtvi_inference_images_total", model="resnet18")
+    calls = {pod["metadata"]["name"]: metric_sum(pod_metrics(cluster, pod["metadata"]["name"], 8002),
+                                                 "rtvi_inference_images_total", model="resnet18")
              for pod in pods(cluster, component("inference"))}
     print(f"\nimages classified per inference pod: {calls}")
     assert len(calls) == 2 and all(count > 0 for count in calls.values()), calls
@@ -200,7 +182,7 @@ def test_kubectl_logs_shows_the_consumers_metrics_block(release):
         processed = re.findall(r"frames processed: (\d+)", log)
         return log if processed and int(processed[-1]) >= STREAMS * FPS * DURATION else None
 
-    log = wait_for("a metrics block counting the producer Job's frames", block, timeout=60, interval=2)
+    log = wait_for(block, 60, "a metrics block counting the producer Job's frames", interval=2)
     last = log[log.rindex("THROUGHPUT"):]
     for heading in ("THROUGHPUT", "PROCESSING TIME (capture to prediction, ms)", "ERRORS", "DROPPED"):
         assert heading in last, last
@@ -235,9 +217,10 @@ def test_rolling_update_of_the_inference_deployment_under_load_loses_no_frame(re
         env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
     try:
-        wait_for("the load test's producer pod to run", lambda: any(
+        wait_for(lambda: any(
             p["status"].get("phase") == "Running" for p in cluster.get("pods", "-n", NAMESPACE)["items"]
-            if p["metadata"]["name"].startswith(f"{RELEASE}-loadtest-")), timeout=120)
+            if p["metadata"]["name"].startswith(f"{RELEASE}-loadtest-")), 120, "the load test's producer pod to run",
+            interval=1)
         time.sleep(5)  # frames are flowing through the old pods
         cluster.kubectl("-n", NAMESPACE, "rollout", "restart", f"deployment/{INFERENCE}")
         cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{INFERENCE}", "--timeout=600s", timeout=630)
@@ -262,7 +245,7 @@ def test_rolling_update_of_the_inference_deployment_under_load_loses_no_frame(re
                                                                         timeout=5) if "top" in p} & published
         return done if done == published else None
 
-    wait_for(f"all {len(published)} load-test frames classified", classified, timeout=300, interval=3)
+    wait_for(classified, 300, f"all {len(published)} load-test frames classified", interval=3)
     print(f"\nrolling update under load: {len(published)} frames published, all classified; "
           f"pods {sorted(old)} -> {sorted(new)}")
 
@@ -272,26 +255,26 @@ def test_a_hung_server_leaves_the_service_and_the_liveness_probe_restarts_it(rel
     pod = pods(cluster, component("inference"))[0]
     name = pod["metadata"]["name"]
     pid = node.container_pid(pod["status"]["containerStatuses"][0]["containerID"])
-    os.kill(pid, 19)  # SIGSTOP: the server hangs; its process and port stay
+    os.kill(pid, signal.SIGSTOP)  # the server hangs; its process and port stay
     try:
-        wait_for("the readiness probe to take the hung pod out of service", lambda: condition(
-            cluster.get("pod", name, "-n", NAMESPACE), "Ready")["status"] == "False", timeout=60)
+        wait_for(lambda: condition(cluster.get("pod", name, "-n", NAMESPACE), "Ready")["status"] == "False", 60,
+                 "the readiness probe to take the hung pod out of service", interval=1)
         slices = cluster.get("endpointslices", "-n", NAMESPACE, "-l", f"kubernetes.io/service-name={INFERENCE}-headless")
         ready = {e["targetRef"]["name"] for s in slices["items"] for e in s.get("endpoints") or []
                  if e["conditions"].get("ready")}
         assert name not in ready, ready
-        restarted = wait_for("the liveness probe to restart the hung container", lambda: (
+        restarted = wait_for(lambda: (
             p if (p := cluster.get("pod", name, "-n", NAMESPACE))["status"]["containerStatuses"][0]["restartCount"] >= 1
-            else None), timeout=180, interval=2)
+            else None), 180, "the liveness probe to restart the hung container", interval=2)
     finally:
         try:
-            os.kill(pid, 18)  # SIGCONT, in case the kubelet has not killed it yet
+            os.kill(pid, signal.SIGCONT)  # in case the kubelet has not killed it yet
         except ProcessLookupError:
             pass
     reasons = [(e["reason"], e["message"]) for e in events(cluster, name)]
     assert any(r == "Unhealthy" and m.startswith("Liveness probe failed") for r, m in reasons), reasons
     assert any(r == "Killing" and "liveness" in m for r, m in reasons), reasons
-    wait_for("the restarted server to pass its startup and readiness probes", lambda: condition(
-        cluster.get("pod", name, "-n", NAMESPACE), "Ready")["status"] == "True", timeout=300, interval=2)
+    wait_for(lambda: condition(cluster.get("pod", name, "-n", NAMESPACE), "Ready")["status"] == "True", 300,
+             "the restarted server to pass its startup and readiness probes", interval=2)
     print(f"\n{name}: restartCount {restarted['status']['containerStatuses'][0]['restartCount']}, events: "
           + json.dumps([r for r, _ in reasons]))

@@ -10,7 +10,8 @@ from collections import Counter, defaultdict
 import pytest
 
 from conftest import (
-    InferenceServer, committed_offsets, end_offsets, make_topics, produce_frames, read_predictions, start_consumer,
+    InferenceServer, committed_offsets, end_offsets, make_topics, metric_sum, produce_frames, read_predictions,
+    start_consumer,
 )
 
 
@@ -24,12 +25,13 @@ def inference(tmp_path_factory):
         srv.proc.terminate()
 
 
-def wait_for(predicate, timeout: float, what: str, proc=None) -> None:
+def wait_for(predicate, timeout: float, what: str, proc=None, interval: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
+        if result := predicate():
+            return result
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}" + (f"\n{proc.output}" if proc else ""))
 
 
@@ -132,14 +134,6 @@ def test_inference_server_outage_is_retried_not_failed(tmp_path, broker, topics)
 
 
 
-def _metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_corrupt_frame_becomes_one_error_record(tmp_path, broker, topics, inference):
     import urllib.request
 
@@ -170,8 +164,8 @@ def test_corrupt_frame_becomes_one_error_record(tmp_path, broker, topics, infere
     assert [(e["stream"], e["frame"]) for e in errors] == [("cam", 10)]
     assert "INVALID_ARGUMENT" in errors[0]["error"] and "image 0 of 1" in errors[0]["error"]
     assert sorted(p["frame"] for p in predictions if "top" in p) == [i for i in range(21) if i != 10]
-    assert _metric(text, "rtvi_consumer_frames_failed_total") == 1
-    assert _metric(text, "rtvi_consumer_frames_processed_total") == 20
+    assert metric_sum(text, "rtvi_consumer_frames_failed_total") == 1
+    assert metric_sum(text, "rtvi_consumer_frames_processed_total") == 20
 
 
 def test_sigterm_finishes_and_commits_in_flight_work(tmp_path, broker, topics, inference):

@@ -223,12 +223,11 @@ state = "{root / 'state'}"
                               f"system:node:{NODE_NAME}")
         resolv = self.work / "resolv.conf"
         resolv.write_text("")  # pods resolve through CoreDNS only: no upstream, no host search domains
-        self.healthz_port = free_port()
         config = self.work / "kubelet.yaml"
         config.write_text(yaml.safe_dump({
             "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
             "address": NODE_IP, "port": free_port(), "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1", "healthzPort": self.healthz_port,
+            "healthzBindAddress": "127.0.0.1", "healthzPort": free_port(),
             # The API server (which verifies nothing of the kubelet's own serving certificate) calls
             # it for logs and the pod proxy; on the node's private bridge only, so no client auth.
             "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
@@ -273,11 +272,10 @@ state = "{root / 'state'}"
 
     def container_pid(self, container_id: str) -> int:
         """The host PID of a container's first process (``containerd://<id>`` from a pod's status)."""
-        for line in self.ctr("task", "ls").stdout.splitlines()[1:]:
-            task, pid, *_ = line.split()
-            if task == container_id.removeprefix("containerd://"):
-                return int(pid)
-        raise LookupError(f"no running task for container {container_id}")
+        pid = self._tasks().get(container_id.removeprefix("containerd://"))
+        if pid is None:
+            raise LookupError(f"no running task for container {container_id}")
+        return pid
 
     # ---- stop ----------------------------------------------------------------------------
 
@@ -315,18 +313,20 @@ state = "{root / 'state'}"
         kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=5", "--timeout=90s", check=False,
                 timeout=120)
         deadline = time.monotonic() + 60
-        while self._running_tasks() and time.monotonic() < deadline:
+        while self._tasks() and time.monotonic() < deadline:
             time.sleep(1)
 
-    def _running_tasks(self) -> list[str]:
+    def _tasks(self) -> dict[str, int]:
+        """containerd's tasks (container id -> host PID), from ``ctr task ls``'s table."""
         out = self.ctr("task", "ls", check=False, timeout=30)
-        return [line.split()[0] for line in out.stdout.splitlines()[1:] if line.strip()]
+        rows = (line.split() for line in out.stdout.splitlines()[1:] if line.strip())
+        return {task: int(pid) for task, pid, *_ in rows}
 
     def _kill_leftover_tasks(self) -> None:
-        for task in self._running_tasks():
+        for task in self._tasks():
             self.ctr("task", "kill", "--signal", "SIGKILL", task, check=False, timeout=30)
         time.sleep(1)
-        for task in self._running_tasks():
+        for task in self._tasks():
             self.ctr("task", "delete", "--force", task, check=False, timeout=30)
 
     def _unmount(self) -> None:
