@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import RESULTS, machine, print_table, start_rtvi, write_result  # noqa: E402
 
-from rtvi._private.net import free_port  # noqa: E402
+from rtvi.net import free_port  # noqa: E402
 from rtvi.local.pipeline import serving  # noqa: E402
 from rtvi.streaming.progress import PodMetrics, healthy, wait_until  # noqa: E402
 from rtvi.streaming.report import parse_summary  # noqa: E402

@@ -44,7 +44,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import ModelCeiling, print_table, write_result  # noqa: E402
 
-from rtvi._private.net import free_port  # noqa: E402
+from rtvi.net import free_port  # noqa: E402
 
 
 @dataclass(frozen=True)

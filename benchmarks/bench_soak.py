@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import print_table, write_result  # noqa: E402
 from support.proc import rss_mb  # noqa: E402
 
-from rtvi._private.net import free_port  # noqa: E402
+from rtvi.net import free_port  # noqa: E402
 
 RSS_GROWTH_LIMIT = 0.10
 P99_DRIFT_FACTOR, P99_DRIFT_SLACK_MS = 2.0, 100.0

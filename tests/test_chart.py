@@ -477,7 +477,7 @@ def assert_kafka_security(pod: dict, container: dict, protocol: str, sasl: tuple
 
 
 def test_kafka_variables_are_those_kafka_config_reads():
-    from rtvi._private.settings import env_name
+    from rtvi.settings import env_name
     from rtvi.streaming.kafka_config import KafkaConfig
     fields = {env_name(f) for f in KafkaConfig.__dataclass_fields__}
     assert KAFKA_SECRET_ENV | {"RTVI_BOOTSTRAP_SERVERS", "RTVI_MAX_FRAME_BYTES"} <= fields

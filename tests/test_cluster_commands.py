@@ -70,7 +70,7 @@ def test_without_a_cluster_commands_fail_fast_with_one_line(tmp_path, command):
     started = time.monotonic()
     out = subprocess.run(rtvi_command(command), capture_output=True, text=True, env=env, timeout=60)
     assert time.monotonic() - started < 10
-    assert out.returncode == 1
+    assert out.returncode == 2  # configuration (rtvi.errors.ExitCode.BAD_INPUT)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"rtvi {command}: no Kubernetes cluster configured"), out.stderr
     # An unreachable API server: just as quick, just as clear.
@@ -83,7 +83,7 @@ def test_without_a_cluster_commands_fail_fast_with_one_line(tmp_path, command):
     env["KUBECONFIG"] = str(tmp_path / "config")
     started = time.monotonic()
     out = subprocess.run(rtvi_command(command), capture_output=True, text=True, env=env, timeout=60)
-    assert time.monotonic() - started < 10 and out.returncode == 1
+    assert time.monotonic() - started < 10 and out.returncode == 4  # ExitCode.UNREACHABLE
     assert out.stderr.count("\n") == 1 and "cannot reach the Kubernetes API at https://127.0.0.1:" in out.stderr
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import REPO, free_port, jpeg_bytes, produce_frames, rtvi_command
-from rtvi._private.settings import ConfigError
+from rtvi.settings import ConfigError
 from rtvi.export import ExportError, Preprocessing, export_module
 from rtvi.export.config import ExportConfig
 from rtvi.export.modeldir import ModelCard, write_card
@@ -64,8 +64,9 @@ def run_export(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(rtvi_command("export", *args), cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def assert_one_line_error(out: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert out.returncode == 1, out.stdout + out.stderr
+def assert_one_line_error(out: subprocess.CompletedProcess, *fragments: str, code: int = 2) -> None:
+    """Bad input exits 2, an unreachable dependency 4 (rtvi.errors.ExitCode), as for every command."""
+    assert out.returncode == code, out.stdout + out.stderr
     lines = [line for line in out.stderr.splitlines() if line.startswith("rtvi export:")]
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
     for fragment in fragments:
@@ -204,7 +205,8 @@ def test_int8_below_min_agreement_fails_and_is_not_put_in_place(tmp_path, images
     target = tmp_path / "ties-int8"
     out = run_export("--model", str(fp32), "--int8", "--calibration-images", str(images), "--holdout-every", "2",
                      "--fp32-layers", "none", "--output", str(target))
-    assert_one_line_error(out, "int8 top-1 agreement with fp32 is", "below --min-agreement 0.98", "ties-int8.rejected")
+    assert_one_line_error(out, "int8 top-1 agreement with fp32 is", "below --min-agreement 0.98", "ties-int8.rejected",
+                          code=1)  # the work ran and failed its gate (ExitCode.FAILED)
     assert not target.exists()
     report = json.loads((tmp_path / "ties-int8.rejected" / "accuracy.json").read_text())
     assert report["passed"] is False and report["int8_vs_fp32"]["top1_agreement"] < 0.98
@@ -222,7 +224,7 @@ def test_int8_calibrates_on_frames_from_a_topic(tmp_path, onnx_dir, broker, topi
     assert report["int8_vs_fp32"]["images"] == 4
 
 
-# --- bad input: one line, exit 1 -----------------------------------------------------------
+# --- bad input: one line, exit 2 -----------------------------------------------------------
 
 def test_unknown_model_name(tmp_path):
     assert_one_line_error(run_export("--model", "resnet_nope", "--output", str(tmp_path / "o")),
@@ -251,7 +253,7 @@ def test_no_calibration_images(tmp_path, onnx_dir):
 def test_unreachable_broker(tmp_path, onnx_dir):
     out = run_export("--model", str(onnx_dir), "--int8", "--calibration-topic", "frames",
                      "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--output", str(tmp_path / "o"))
-    assert_one_line_error(out, "cannot reach Kafka at 127.0.0.1:")
+    assert_one_line_error(out, "cannot reach Kafka at 127.0.0.1:", code=4)
 
 
 def test_missing_topic(tmp_path, onnx_dir, broker):

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rtvi._private.net import free_port
+from rtvi.net import free_port
 
 from conftest import InferenceServer, Proc, end_offsets, kafka_broker, make_topics, rtvi_command, start_consumer
 from test_streaming_pipeline import inference  # noqa: F401  (fixture: one server per module)

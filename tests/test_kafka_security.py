@@ -82,7 +82,7 @@ def config_from_env(env: dict[str, str]):
     """A KafkaConfig parsed from those variables by rtvi's own settings loader."""
     import argparse
 
-    from rtvi._private.settings import add_arguments, from_namespace
+    from rtvi.settings import add_arguments, from_namespace
     from rtvi.streaming.kafka_config import KafkaConfig
 
     parser = argparse.ArgumentParser()

@@ -15,13 +15,13 @@ import sys
 from collections.abc import Callable
 
 from rtvi import __version__
-from rtvi._private.settings import ConfigError, add_arguments, from_namespace
+from rtvi.errors import ExitCode, RtviError
+from rtvi.settings import ConfigError, add_arguments, from_namespace
 from rtvi.cluster.config import LoadtestConfig, StatusConfig
 from rtvi.export.config import ExportConfig
 from rtvi.local.config import UpConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.streaming.consumer_config import ConsumerConfig
-from rtvi.streaming.kafka_config import KafkaSecurityError
 from rtvi.streaming.producer_config import ProducerConfig
 
 
@@ -33,64 +33,49 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace) -> ExitCode:
     from rtvi.serving.server import serve
 
     return asyncio.run(serve(from_namespace(ServerConfig, args)))
 
 
-def _produce(args: argparse.Namespace) -> int:
+def _produce(args: argparse.Namespace) -> ExitCode:
     from rtvi.streaming.producer import produce
 
     return produce(from_namespace(ProducerConfig, args))
 
 
-def _consume(args: argparse.Namespace) -> int:
+def _consume(args: argparse.Namespace) -> ExitCode:
     from rtvi.streaming.consumer.loop import consume
 
     return asyncio.run(consume(from_namespace(ConsumerConfig, args)))
 
 
-def _up(args: argparse.Namespace) -> int:
+def _up(args: argparse.Namespace) -> ExitCode:
     from rtvi.local.pipeline import run_pipeline
 
     return run_pipeline(from_namespace(UpConfig, args))
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(args: argparse.Namespace) -> ExitCode:
     from rtvi.export.run import run_export
 
     return run_export(from_namespace(ExportConfig, args))
 
 
-def _cluster(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Cluster commands end with one line on stderr and exit 1 when the cluster says no."""
-
-    def handler(args: argparse.Namespace) -> int:
-        from rtvi.cluster.kube import ClusterError
-
-        try:
-            return run(args)
-        except ClusterError as exc:
-            print(f"rtvi {args.command}: {exc}", file=sys.stderr)
-            return 1
-
-    return handler
-
-
-def _loadtest(args: argparse.Namespace) -> int:
+def _loadtest(args: argparse.Namespace) -> ExitCode:
     from rtvi.cluster.loadtest import run_loadtest
 
     return run_loadtest(from_namespace(LoadtestConfig, args))
 
 
-def _status(args: argparse.Namespace) -> int:
+def _status(args: argparse.Namespace) -> ExitCode:
     from rtvi.cluster.status import run_status
 
     return run_status(from_namespace(StatusConfig, args))
 
 
-COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
+COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], ExitCode], str]] = {
     "serve": (
         ServerConfig,
         _serve,
@@ -125,13 +110,13 @@ COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], int], str]] = {
     ),
     "loadtest": (
         LoadtestConfig,
-        _cluster(_loadtest),
+        _loadtest,
         "Run a producer Job against a release in Kubernetes, wait for it, and summarize what its "
         "consumers measured (frames, throughput, latency percentiles, errors, HPA replicas).",
     ),
     "status": (
         StatusConfig,
-        _cluster(_status),
+        _status,
         "Show a release's Deployments, autoscaler, pods that are not ready and consumer lag.",
     ),
 }
@@ -155,18 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the only place where errors become exit codes (``rtvi.errors``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
     try:
-        return args.handler(args)
+        return int(args.handler(args))
     except ConfigError as exc:
-        parser.error(f"{args.command}: {exc}")
-    except KafkaSecurityError as exc:
+        parser.error(f"{args.command}: {exc}")  # the usage, the line, exit 2
+    except RtviError as exc:
         print(f"rtvi {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return int(exc.exit_code)
     except KeyboardInterrupt:
-        return 130
+        return int(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rtvi._private.net import free_port
+from rtvi.net import free_port
 
 KAFKA_VERSION = "4.4.0"
 # slf4j-api 1.7 is what Kafka's jars log through; this binds it to the log4j2 Kafka ships.

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
-from rtvi._private.net import free_port
+from rtvi.net import free_port
 
 _CHUNK = 64 * 1024
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rtvi._private.settings import parse_size, require, setting
+from rtvi.settings import parse_size, require, setting
 
 OUTPUTS = ("text", "json")
 

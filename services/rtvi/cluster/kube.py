@@ -9,11 +9,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from rtvi.errors import BadInput, RtviError, Unreachable
+
 T = TypeVar("T")
 
 
-class ClusterError(RuntimeError):
+class ClusterError(RtviError):
     """A cluster operation failed; the message is meant for the user as is."""
+
+
+class ClusterNotFound(ClusterError, BadInput):
+    """No cluster configured, or the namespace, release or permission asked for is not there."""
+
+
+class ClusterUnreachable(ClusterError, Unreachable):
+    """The Kubernetes API did not answer."""
 
 
 class Kube:
@@ -26,7 +36,7 @@ class Kube:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
-                raise ClusterError(
+                raise ClusterNotFound(
                     "no Kubernetes cluster configured: no usable kubeconfig (~/.kube/config or $KUBECONFIG"
                     f"{', context ' + repr(context) if context else ''}: {kube_error}) and not running in a pod"
                 ) from None
@@ -54,12 +64,12 @@ class Kube:
             return fn(*args, _request_timeout=self.timeout, **kwargs)
         except ApiException as exc:
             if exc.status == 403:
-                raise ClusterError(f"RBAC forbids {what} in namespace {self.namespace}: {exc.reason}") from None
+                raise ClusterNotFound(f"RBAC forbids {what} in namespace {self.namespace}: {exc.reason}") from None
             if exc.status == 404:
-                raise ClusterError(f"{what}: not found in namespace {self.namespace}") from None
+                raise ClusterNotFound(f"{what}: not found in namespace {self.namespace}") from None
             raise ClusterError(f"{what} failed: HTTP {exc.status} {exc.reason}") from None
         except (HTTPError, OSError) as exc:
-            raise ClusterError(f"cannot reach the Kubernetes API at {self.host}: {exc}") from None
+            raise ClusterUnreachable(f"cannot reach the Kubernetes API at {self.host}: {exc}") from None
 
     def check_namespace(self) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -68,7 +78,7 @@ class Kube:
             self.core.read_namespace(self.namespace, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status == 404:
-                raise ClusterError(f"namespace {self.namespace!r} does not exist") from None
+                raise ClusterNotFound(f"namespace {self.namespace!r} does not exist") from None
             if exc.status != 403:  # namespace-scoped users may not read namespaces: carry on
                 self.call("reading the namespace", self.core.read_namespace, self.namespace)
         except Exception:
@@ -80,7 +90,7 @@ class Kube:
             label_selector=f"app.kubernetes.io/instance={release}",
         ).items
         if not deployments:
-            raise ClusterError(
+            raise ClusterNotFound(
                 f"release {release!r} not found in namespace {self.namespace!r} "
                 f"(no Deployments labelled app.kubernetes.io/instance={release})"
             )

@@ -9,7 +9,8 @@ import time
 from rtvi import __version__
 from rtvi.cluster.aggregate import PodMetrics, aggregate, from_log, from_prometheus
 from rtvi.cluster.config import LoadtestConfig
-from rtvi.cluster.kube import ClusterError, Kube
+from rtvi.errors import ExitCode, WorkFailed
+from rtvi.cluster.kube import ClusterError, ClusterNotFound, Kube
 from rtvi.cluster.manifests import KafkaSecurity, producer_job, selector
 
 
@@ -42,7 +43,7 @@ def _from_release(cfg: LoadtestConfig, kube: Kube) -> dict:
     consumers = [d for d in kube.release_deployments(cfg.release)
                  if d.metadata.labels.get("app.kubernetes.io/component") == "consumer"]
     if not consumers:
-        raise ClusterError(f"release {cfg.release!r} has no consumer Deployment")
+        raise ClusterNotFound(f"release {cfg.release!r} has no consumer Deployment")
     container = consumers[0].spec.template.spec.containers[0]
     env = {e.name: e.value for e in container.env or [] if e.value is not None}
     return {
@@ -95,12 +96,12 @@ def _delta(after: list[PodMetrics], before: list[PodMetrics]) -> list[PodMetrics
     return out
 
 
-def run_loadtest(cfg: LoadtestConfig) -> int:
+def run_loadtest(cfg: LoadtestConfig) -> ExitCode:
     if cfg.dry_run:
         import yaml
 
         print(yaml.safe_dump(build_job(cfg, **_defaults(cfg)), sort_keys=False), end="")
-        return 0
+        return ExitCode.OK
     kube = Kube(cfg.kube_context, cfg.namespace, cfg.request_timeout_s)
     kube.check_namespace()
     job = build_job(cfg, **_from_release(cfg, kube))
@@ -144,4 +145,6 @@ def run_loadtest(cfg: LoadtestConfig) -> int:
     else:
         print(f"load test {name}: {'succeeded' if status.succeeded else 'FAILED'}")
         print(summary.render())
-    return 0 if status.succeeded else 1
+    if not status.succeeded:
+        raise WorkFailed(f"Job {name} failed; see kubectl describe job {name}")
+    return ExitCode.OK

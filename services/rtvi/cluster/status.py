@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rtvi.cluster.config import StatusConfig
 from rtvi.cluster.kube import Kube
 from rtvi.cluster.manifests import selector
+from rtvi.errors import ExitCode
 
 
 def _pod_problem(pod) -> str | None:
@@ -63,13 +64,13 @@ def gather(cfg: StatusConfig, kube: Kube) -> dict:
             "not_ready": not_ready, "consumer_lag": _lag(kube, cfg.release, cfg.metrics_port)}
 
 
-def run_status(cfg: StatusConfig) -> int:
+def run_status(cfg: StatusConfig) -> ExitCode:
     kube = Kube(cfg.kube_context, cfg.namespace, cfg.request_timeout_s)
     kube.check_namespace()
     state = gather(cfg, kube)
     if cfg.output == "json":
         print(json.dumps(state, indent=2))
-        return 0
+        return ExitCode.OK
     print(f"release {state['release']} in namespace {state['namespace']}")
     for d in state["deployments"]:
         print(f"  deployment {d['name']}: {d['ready']}/{d['desired']} ready")
@@ -80,4 +81,4 @@ def run_status(cfg: StatusConfig) -> int:
         print(f"  NOT READY {p['pod']}: {p['reason']}")
     lag = state["consumer_lag"]
     print(f"  consumer lag: {'n/a (no consumer metrics)' if lag is None else lag}")
-    return 0
+    return ExitCode.OK

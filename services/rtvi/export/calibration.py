@@ -52,7 +52,7 @@ def _topic_frames(config: ExportConfig) -> Iterator[bytes]:
     """Up to ``calibration_frames`` records from the start of the topic (assigned, no group join or commit)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-    from rtvi.streaming.kafka_config import error_logger
+    from rtvi.streaming.kafka_config import BrokerUnreachable, error_logger
 
     topic = config.calibration_topic
     consumer = Consumer(config.consumer("export", "rtvi-export-calibration", error_cb=error_logger(log)))
@@ -60,7 +60,7 @@ def _topic_frames(config: ExportConfig) -> Iterator[bytes]:
         try:
             metadata = consumer.list_topics(topic, timeout=10)
         except KafkaException as exc:
-            raise ExportError(f"cannot reach Kafka at {config.bootstrap_servers}: {exc.args[0].str()}") from None
+            raise BrokerUnreachable(f"cannot reach Kafka at {config.bootstrap_servers}: {exc.args[0].str()}") from None
         found = metadata.topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             raise ExportError(f"topic {topic!r} does not exist at {config.bootstrap_servers}")

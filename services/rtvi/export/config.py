@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rtvi._private.settings import require, setting
+from rtvi.settings import require, setting
 from rtvi.streaming.kafka_config import KafkaConfig
 
 FORMATS = ("onnx", "torchscript", "pt2")

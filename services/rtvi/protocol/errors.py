@@ -7,17 +7,24 @@ consumer retries with backoff; the benchmarks stop).
 
 from __future__ import annotations
 
+from rtvi.errors import ExitCode, RtviError
+
 # Status codes worth retrying: the server is down, restarting, draining or overloaded.
 RETRYABLE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"})
 
 
-class InferenceError(Exception):
+class InferenceError(RtviError):
     """A v2 call failed. ``code`` is the gRPC status name (``"INVALID_ARGUMENT"``, ...)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+    @property
+    def exit_code(self) -> ExitCode:  # type: ignore[override]
+        """A server that did not answer is unreachable; any other refusal is failed work."""
+        return ExitCode.UNREACHABLE if self.code == "UNAVAILABLE" else ExitCode.FAILED
 
     @property
     def retryable(self) -> bool:

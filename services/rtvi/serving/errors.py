@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rtvi.errors import BadInput, RtviError
+
 
 def first_line(exc: BaseException) -> str:
     """An exception's first line (or its type): libraries' load errors run to pages, and a
@@ -17,7 +19,7 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-class RequestError(Exception):
+class RequestError(RtviError):
     """A request the server refuses; ``code`` is a gRPC status name."""
 
     code = "INTERNAL"
@@ -58,5 +60,5 @@ class NotReady(RequestError):
     code, reason = "UNAVAILABLE", "not_ready"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(BadInput):
     """A model cannot be served; the message names the file (or model) and what to change."""

@@ -16,12 +16,13 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from prometheus_client import start_http_server
 
+from rtvi.errors import BadInput, ExitCode, WorkFailed
 from rtvi.protocol._generated import grpc_service_pb2_grpc as pb_grpc
 from rtvi.serving import metrics
 from rtvi.serving.batcher import BatchStats
 from rtvi.serving.config import ServerConfig
 from rtvi.serving.dataplane import DataPlane
-from rtvi.serving.errors import ModelLoadError
+from rtvi.serving.errors import ModelLoadError, first_line
 from rtvi.serving.grpc_servicer import InferenceServicer
 from rtvi.serving.hardware import available_cpus, cpu_info
 from rtvi.serving.health import Health
@@ -58,18 +59,15 @@ def _record_batch(model: str, stats: BatchStats) -> None:
         metrics.QUEUE_SECONDS.labels(model).observe(seconds)
 
 
-async def serve(config: ServerConfig) -> int:
-    """Run until SIGTERM/SIGINT; return the process exit code."""
+async def serve(config: ServerConfig) -> ExitCode:
+    """Run until SIGTERM/SIGINT. A model that cannot be loaded ends it with ModelLoadError
+    (exit 2) once the server has stopped cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    try:
-        repository = ModelRepository(config)
-    except ModelLoadError as exc:
-        log.error("%s", exc)
-        return 2
+    repository = ModelRepository(config)  # a bad --model-repository raises ModelLoadError: exit 2
     preprocess_pool = ThreadPoolExecutor(config.preprocess_workers, thread_name_prefix="rtvi-preprocess")
     dataplane = DataPlane(repository, config.max_message_bytes, preprocess_pool)
     health = Health(config.liveness_timeout_s)
@@ -82,8 +80,7 @@ async def serve(config: ServerConfig) -> int:
     try:
         server.add_insecure_port(address)
     except RuntimeError as exc:
-        log.error("cannot listen on %s: %s (is the port in use?)", address, exc)
-        return 1
+        raise BadInput(f"cannot listen on {address}: {exc} (is the port in use?)") from None
     await server.start()
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.host)
@@ -94,18 +91,15 @@ async def serve(config: ServerConfig) -> int:
     load_task = asyncio.ensure_future(repository.load_all(_record_batch))
     stop_task = asyncio.ensure_future(stop.wait())
     await asyncio.wait({load_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-    exit_code = 0
+    failure: BaseException | None = None
     watchdog = None
     if load_task.done() and not stop.is_set():
-        try:
-            load_task.result()
-        except ModelLoadError as exc:
-            log.error("%s", exc)
-            exit_code = 2
-        except Exception:  # a bug or an engine failure we did not foresee: say so, stop cleanly
-            log.exception("loading the models failed")
-            exit_code = 1
-        else:
+        failure = load_task.exception()
+        if failure is not None and not isinstance(failure, ModelLoadError):
+            # a bug or an engine failure we did not foresee: say so, stop cleanly
+            log.error("loading the models failed", exc_info=failure)
+            failure = WorkFailed(f"loading the models failed: {first_line(failure)}")
+        if failure is None:
             for name in repository.models:
                 metrics.READY.labels(name).set(1)
             await health.set_ready(True)
@@ -119,7 +113,7 @@ async def serve(config: ServerConfig) -> int:
         metrics.READY.labels(name).set(0)
     dataplane.shutting_down = True
     await health.shutdown()
-    if config.shutdown_delay_s and exit_code == 0:
+    if config.shutdown_delay_s and failure is None:
         log.info("shutting down: health NOT_SERVING, still serving for %.1fs", config.shutdown_delay_s)
         await asyncio.sleep(config.shutdown_delay_s)
     log.info("shutting down: refusing new requests, draining in-flight requests (grace %.0fs)", config.shutdown_grace_s)
@@ -130,4 +124,6 @@ async def serve(config: ServerConfig) -> int:
     stop_task.cancel()
     preprocess_pool.shutdown(wait=False, cancel_futures=True)
     log.info("stopped")
-    return exit_code
+    if failure is not None:
+        raise failure
+    return ExitCode.OK

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rtvi._private.settings import require, setting
+from rtvi.errors import BadInput, Unreachable
+from rtvi.settings import require, setting
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -97,7 +98,7 @@ class KafkaConfig:
         return self.common("admin")
 
 
-class KafkaSecurityError(RuntimeError):
+class KafkaSecurityError(BadInput):
     """The broker refused the credentials or the certificate: retrying cannot help, so
     the service stops with this one line instead of retrying forever."""
 
@@ -176,7 +177,7 @@ def ensure_topics(config: KafkaConfig, topics: dict[str, int], timeout: float = 
                 raise
 
 
-class BrokerUnreachable(RuntimeError):
+class BrokerUnreachable(Unreachable):
     """No broker answered at the bootstrap servers."""
 
 

@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 from confluent_kafka import KafkaError, Producer
 
-from rtvi._private.settings import parse_size
+from rtvi.errors import ExitCode, WorkFailed
+from rtvi.settings import parse_size
 from rtvi.streaming.frames import FrameInfo
-from rtvi.streaming.kafka_config import BrokerUnreachable, check_broker, error_logger
+from rtvi.streaming.kafka_config import check_broker, error_logger
 from rtvi.streaming.producer_config import ProducerConfig
 from rtvi.streaming.sources import CaptureSource, ImageFolderSource, SourceError, SyntheticSource
 
@@ -152,16 +153,15 @@ class FrameProducer:
             self.stats.delivery_errors += remaining
             log.error("%d frames still undelivered after 30s flush", remaining)
         print(self.stats.summary(cfg.streams, cfg.fps), flush=True)
-        return 0 if not (self.stats.delivery_errors or self.stats.rejected) else 1
+        if self.stats.delivery_errors or self.stats.rejected:
+            raise WorkFailed(f"{self.stats.delivery_errors} frames not delivered, {self.stats.rejected} rejected as too large")
+        return ExitCode.OK
 
 
-def produce(config: ProducerConfig) -> int:
-    """Sources are opened and the broker is asked first: either missing is one line, exit 2."""
-    try:
-        producer = FrameProducer(config)
-        signal.signal(signal.SIGTERM, producer.stop)
-        signal.signal(signal.SIGINT, producer.stop)
-        return producer.run()
-    except (SourceError, BrokerUnreachable) as exc:
-        log.error("%s", exc)
-        return 2
+def produce(config: ProducerConfig) -> ExitCode:
+    """Sources are opened and the broker is asked first: a missing source (SourceError, exit 2)
+    or broker (BrokerUnreachable, exit 4) is one line before any frame is captured."""
+    producer = FrameProducer(config)
+    signal.signal(signal.SIGTERM, producer.stop)
+    signal.signal(signal.SIGINT, producer.stop)
+    return producer.run()

@@ -9,10 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rtvi.errors import BadInput
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
-class SourceError(RuntimeError):
+class SourceError(BadInput):
     """A source cannot be opened or read."""
 
 

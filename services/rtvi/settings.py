@@ -17,13 +17,15 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from rtvi.errors import BadInput
+
 ENV_PREFIX = "RTVI_"
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A setting has a value the service cannot run with."""
+class ConfigError(BadInput, ValueError):
+    """A setting has a value the service cannot run with (`rtvi` prints the usage with it)."""
 
 
 def setting(

@@ -1,1 +1,0 @@
-"""Internals shared by the services; not a public API."""
