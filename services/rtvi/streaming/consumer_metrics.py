@@ -33,6 +33,11 @@ CAPTURE_TO_PREDICTION_SECONDS = Histogram(
     buckets=_SECONDS,
 )
 LAG = Gauge("rtvi_consumer_lag", "Consumer lag in records, as the broker reports it", ["topic", "partition"])
+ASSIGNED = Gauge(
+    "rtvi_consumer_partition_assigned",
+    "1 for each partition this consumer owns now (0 once revoked): which pod reads which partition",
+    ["topic", "partition"],
+)
 COMMITS = Counter("rtvi_consumer_commits_total", "Offset commits", ["result"])
 
 
@@ -56,6 +61,16 @@ class StreamLabels:
             self._named.add(stream)
             return stream
         return OTHER_STREAMS
+
+
+def revoked(topic: str, partition: int) -> None:
+    """A partition went to another member: not ours any more, and its lag is that member's to report
+    (a stale value left here would be counted twice by whoever sums the pods)."""
+    ASSIGNED.labels(topic, str(partition)).set(0)
+    try:
+        LAG.remove(topic, str(partition))
+    except KeyError:  # no statistics arrived for it yet
+        pass
 
 
 def count_stream(labels: StreamLabels, stream: str, outcome: str) -> None:

@@ -85,6 +85,7 @@ class FrameConsumer:
     def _on_assign(self, consumer, partitions) -> None:
         for tp in partitions:
             self.partitions[tp.partition] = PartitionState(tp.partition)
+            metrics.ASSIGNED.labels(tp.topic, str(tp.partition)).set(1)
         self.health.partitions = len(self.partitions)
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
@@ -95,6 +96,7 @@ class FrameConsumer:
             # given back later (a lost session, a broker restart) would never be fetched again.
             consumer.resume(partitions)
         for tp in partitions:
+            metrics.revoked(tp.topic, tp.partition)
             state = self.partitions.pop(tp.partition, None)
             if state:
                 state.revoked = True
