@@ -28,33 +28,36 @@ from _common import ModelCeiling, print_table, start_rtvi, write_result  # noqa:
 
 from rtvi.net import free_port  # noqa: E402
 from rtvi.local.pipeline import serving  # noqa: E402
-from rtvi.streaming.progress import healthy  # noqa: E402
-from rtvi.streaming.report import parse_summary  # noqa: E402
-
-
-def block_value(text: str, key: str) -> float:
-    """A value of the consumer's final metrics block, e.g. ``THROUGHPUT.overall fps``."""
-    return float(parse_summary(text)[-1][key])
+from rtvi.streaming.probe import PodMetrics, healthy, wait_until  # noqa: E402
 
 
 def run_consumer(work: Path, bootstrap: str, address: str, topic: str, frames: int, args, name: str,
-                 then=None) -> str:
-    """Consume ``frames`` frames of ``topic``; ``then()`` runs once the consumer is ready (/readyz)."""
+                 then=None) -> tuple[PodMetrics, float]:
+    """Consume ``frames`` frames of ``topic`` (``then()`` runs once the consumer is ready, /readyz):
+    its final metrics and its throughput in frames/s, from its first frame read to its last done."""
     log, port = work / f"{name}.log", free_port()
     proc = start_rtvi("consume", "--bootstrap-servers", bootstrap, "--topic", topic, "--predictions-topic", f"{topic}-out",
                 "--group", f"bench-{name}", "--inference-url", address, "--metrics-port", str(port),
                 "--metrics-host", "127.0.0.1", "--readiness-interval-s", "1",
-                "--session-timeout-ms", "6000", "--report-interval", "0", "--max-frames", str(frames),
+                "--session-timeout-ms", "6000", "--report-interval", "0",
                 "--batch-size", str(args.batch_size), "--max-in-flight", str(args.max_in_flight), log=log)
-    if then:
-        while not healthy(f"http://127.0.0.1:{port}/readyz"):
-            if proc.poll() is not None:
-                raise SystemExit(f"consumer failed:\n{log.read_text()}")
-            time.sleep(0.05)
-        then()
-    if proc.wait(900) != 0:
-        raise SystemExit(f"consumer failed:\n{log.read_text()}")
-    return log.read_text()
+    url = f"http://127.0.0.1:{port}"
+    alive = lambda: proc.poll() is None  # noqa: E731
+    try:
+        if then:
+            while not healthy(f"{url}/readyz"):
+                if not alive():
+                    raise SystemExit(f"consumer failed:\n{log.read_text()}")
+                time.sleep(0.05)
+            then()
+        first, _ = wait_until(f"{url}/metrics", lambda m: m.consumed > 0, 900, alive)
+        last, final = wait_until(f"{url}/metrics", lambda m: m.done >= frames, 900, alive)
+    except TimeoutError:
+        raise SystemExit(f"consumer did not finish {frames} frames:\n{log.read_text()[-3000:]}") from None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    return final, final.processed / max(last - first, 1e-9)
 
 
 def main() -> None:
@@ -114,9 +117,10 @@ def main() -> None:
     windows += [ceiling.window(5.0) for _ in range(args.ceiling_windows)]
     ceiling.close()
     ceiling_rate = statistics.median(windows)
-    throughput = block_value(bulk, "THROUGHPUT.overall fps")
-    processed = int(block_value(bulk, "THROUGHPUT.frames processed"))
-    p50, p95 = block_value(paced, "PROCESSING TIME.p50"), block_value(paced, "PROCESSING TIME.p95")
+    bulk_figures, throughput = bulk
+    processed = bulk_figures.processed
+    paced_figures, _ = paced
+    p50, p95 = paced_figures.quantile_ms(0.5), paced_figures.quantile_ms(0.95)
     ratio = throughput / ceiling_rate
     print_table(
         f"rtvi pipeline: resnet18 {args.precision} channels_last, {args.frames} prefilled 640x480 JPEG frames, "

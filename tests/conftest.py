@@ -76,10 +76,9 @@ class Proc:
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
     """The sum of the samples called ``name`` in Prometheus text whose labels include ``labels``."""
-    from prometheus_client.parser import text_string_to_metric_families
+    from rtvi.streaming.probe import parse, sample_sum
 
-    samples = (sample for family in text_string_to_metric_families(text) for sample in family.samples)
-    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+    return sample_sum(parse(text), name, **labels)
 
 
 def rtvi_command(*args: str) -> list[str]:
@@ -222,15 +221,40 @@ def produce_frames(tmp_path: Path, broker, topic: str, frames_per_stream: int, s
     assert f"{frames_per_stream * streams} delivered, 0 delivery errors" in proc.output, proc.output
 
 
-def start_consumer(tmp_path: Path, broker, topics: dict, inference_address: str, *extra: str) -> Proc:
-    return Proc(
+class ConsumerProc(Proc):
+    """`rtvi consume` with its metrics and health endpoint on a free loopback port."""
+
+    def __init__(self, args: list[str], log_path: Path, metrics_port: int, env: dict[str, str] | None = None) -> None:
+        super().__init__(args, log_path, env)
+        self.url = f"http://127.0.0.1:{metrics_port}"
+
+    def figures(self):
+        """Its metrics now (``rtvi.streaming.probe.PodMetrics``), or None while it does not answer."""
+        from rtvi.streaming.probe import scrape
+
+        return scrape("consumer", f"{self.url}/metrics")
+
+    def wait_figures(self, predicate, timeout: float = 120):
+        """Its metrics once ``predicate`` holds for them (while it runs), else AssertionError."""
+        from rtvi.streaming.probe import wait_until
+
+        try:
+            return wait_until(f"{self.url}/metrics", predicate, timeout, lambda: self.popen.poll() is None)[1]
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.output[-3000:]}") from None
+
+
+def start_consumer(tmp_path: Path, broker, topics: dict, inference_address: str, *extra: str) -> ConsumerProc:
+    metrics_port = free_port()
+    return ConsumerProc(
         rtvi_command(
             "consume", "--bootstrap-servers", broker.bootstrap_servers, "--topic", topics["frames"],
             "--predictions-topic", topics["predictions"], "--group", topics["group"],
-            "--inference-url", inference_address, "--metrics-port", "0", "--session-timeout-ms", "6000",
-            "--report-interval", "0", "--retry-backoff-max-s", "0.5", *extra,
+            "--inference-url", inference_address, "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1",
+            "--session-timeout-ms", "6000", "--report-interval", "0", "--retry-backoff-max-s", "0.5", *extra,
         ),
         tmp_path / f"consume-{time.monotonic_ns()}.log",
+        metrics_port,
     )
 
 

@@ -22,6 +22,7 @@ import urllib.request
 import yaml
 
 from conftest import Proc, free_port, health_status, read_predictions
+from rtvi.streaming.probe import wait_until
 from test_chart import by_kind, chart, helm, one  # noqa: F401  (fixtures)
 
 SERVING = 1
@@ -116,8 +117,9 @@ def test_rendered_containers_run_and_the_probe_passes(helm, chart, broker, tmp_p
         assert all("top" in p for p in predictions)
         for kind in ("livenessProbe", "readinessProbe"):  # assigned, inference reachable, polling
             assert http_probe(consumer_container, kind) == 200, (kind, consumer.output)
+        _, figures = wait_until(f"http://127.0.0.1:{consumer_metrics}/metrics", lambda m: m.processed == 30, 30)
+        assert figures.failed == 0
         assert consumer.terminate() == 0
-        assert "frames processed: 30" in consumer.output
     finally:
         for proc in (producer, consumer, server):
             if proc:

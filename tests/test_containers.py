@@ -20,6 +20,8 @@ import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2
 
 from conftest import free_port, health_status, jpeg_bytes, read_predictions
+from rtvi.streaming.consumer import report
+from rtvi.streaming.probe import wait_until
 
 # Building the images (and installing the engine on a fresh machine) takes minutes.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
@@ -133,10 +135,11 @@ def test_images_run_the_pipeline_as_non_root(engine, images, broker, topics):
         assert result.as_numpy("logits").shape == (2, 3)
 
     kafka = {"RTVI_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+    consumer_metrics = free_port()
     consumer = run(engine, consumer_tag, "rtvi-test-consumer", "consume", env={
         **kafka, "RTVI_TOPIC": topics["frames"], "RTVI_PREDICTIONS_TOPIC": topics["predictions"],
         "RTVI_GROUP": topics["group"], "RTVI_INFERENCE_URL": address, "RTVI_METRICS_HOST": "127.0.0.1",
-        "RTVI_METRICS_PORT": str(free_port()), "RTVI_SESSION_TIMEOUT_MS": "6000", "RTVI_REPORT_INTERVAL": "0"})
+        "RTVI_METRICS_PORT": str(consumer_metrics), "RTVI_SESSION_TIMEOUT_MS": "6000", "RTVI_REPORT_INTERVAL": "0"})
     producer = run(engine, consumer_tag, "rtvi-test-producer", "produce", env={
         **kafka, "RTVI_TOPIC": topics["frames"], "RTVI_STREAMS": "2", "RTVI_MAX_FRAMES": "10", "RTVI_FPS": "0",
         "RTVI_SYNTHETIC_SIZE": "320x240"})
@@ -145,7 +148,9 @@ def test_images_run_the_pipeline_as_non_root(engine, images, broker, topics):
     predictions = read_predictions(broker, topics["predictions"], 20, timeout=120)
     assert len(predictions) == 20 and all("top" in p for p in predictions), logs(engine, consumer)[-3000:]
 
+    _, figures = wait_until(f"http://127.0.0.1:{consumer_metrics}/metrics", lambda m: m.processed == 20, 30)
+    assert figures.failed == 0
     stop_within_grace(engine, consumer)
-    assert "frames processed: 20" in logs(engine, consumer)
+    assert report.END in logs(engine, consumer)  # the final block, for `docker logs` readers
     stop_within_grace(engine, server)
     assert "draining in-flight requests" in logs(engine, server)

@@ -35,14 +35,13 @@ def test_up_runs_the_pipeline_in_real_time_and_stops_everything(tmp_path):
         proc.kill()
     out = proc.output
     assert "RANDOM weights" in out  # no pretrained weights on this machine: said loudly
-    processed = int(re.search(r"frames processed: (\d+)", out).group(1))
-    assert processed > 0
-    assert "ERRORS\n  total: 0" in out
-    # Live status lines while it runs, from the consumer's metrics; then the verdict.
+    # Live status lines while it runs, from the consumer's metrics; the block for people; the verdict.
     status = re.findall(r"in (\d+) \([0-9.]+ fps\)  out (\d+) \([0-9.]+ fps\)  capture->prediction p50", out)
     assert status and int(status[-1][1]) > 0, out
     assert "DROPPED (real time: frames older than 300 ms are skipped)" in out
-    assert re.search(r"rtvi up: latency bound met: p95 \d+ ms <= 1000 ms", out), out
+    verdict = re.search(r"rtvi up: (\d+) frames predicted, \d+ dropped, 0 failed; latency bound met: "
+                        r"p95 \d+ ms <= 1000 ms", out)
+    assert verdict and int(verdict.group(1)) > 0, out
     ports = re.findall(r"127\.0\.0\.1:(\d+)", out)
     assert ports, out
     assert _processes_mentioning([f"127.0.0.1:{p}" for p in ports]) == []

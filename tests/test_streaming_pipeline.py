@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.request
 from collections import Counter, defaultdict
 
 import pytest
@@ -49,9 +50,10 @@ def run_clean_pipeline(tmp_path, broker, topics, inference, streams: int, frames
     """Produce, consume to the end, and check one prediction per frame, in order, all committed."""
     total = streams * frames
     produce_frames(tmp_path, broker, topics["frames"], frames, streams)
-    consumer = start_consumer(tmp_path, broker, topics, inference.address, "--max-frames", str(total))
+    consumer = start_consumer(tmp_path, broker, topics, inference.address)
     try:
-        assert consumer.popen.wait(120) == 0, consumer.output
+        figures = consumer.wait_figures(lambda m: m.done >= total)
+        assert consumer.terminate() == 0, consumer.output
     finally:
         consumer.kill()
     predictions = read_predictions(broker, topics["predictions"], total)
@@ -64,7 +66,7 @@ def run_clean_pipeline(tmp_path, broker, topics, inference, streams: int, frames
         by_stream[p["stream"]].append(p["frame"])
     for stream, order in by_stream.items():
         assert order == sorted(order), f"{stream} predictions out of order"
-    assert f"frames processed: {total}" in consumer.output and "total: 0" in consumer.output
+    assert (figures.processed, figures.failed, figures.dropped) == (total, 0, 0)
 
 
 def test_every_frame_gets_exactly_one_prediction_in_order(tmp_path, broker, topics, inference):
@@ -108,8 +110,7 @@ def test_inference_server_outage_is_retried_not_failed(tmp_path, broker, topics)
     server = InferenceServer(tmp_path)
     server.wait_serving()
     produce_frames(tmp_path, broker, topics["frames"], frames, streams, fps=20)
-    consumer = start_consumer(tmp_path, broker, topics, server.address, "--max-frames", str(streams * frames),
-                              "--batch-size", "2", "--max-in-flight", "1")
+    consumer = start_consumer(tmp_path, broker, topics, server.address, "--batch-size", "2", "--max-in-flight", "1")
     try:
         wait_for(lambda: len(read_predictions(broker, topics["predictions"], 20, timeout=1)) >= 20, 90,
                  "first predictions", consumer)
@@ -119,27 +120,23 @@ def test_inference_server_outage_is_retried_not_failed(tmp_path, broker, topics)
         restarted = InferenceServer(tmp_path, port=server.port)
         restarted.wait_serving()
         try:
-            assert consumer.popen.wait(120) == 0, consumer.output
+            figures = consumer.wait_figures(lambda m: m.done >= streams * frames)
         finally:
             restarted.proc.terminate()
+        assert consumer.terminate() == 0, consumer.output
     finally:
         consumer.kill()
         server.proc.terminate()
     assert_complete(read_predictions(broker, topics["predictions"], streams * frames), streams, frames)
-    log = consumer.output
-    assert "UNAVAILABLE" in log and "retrying" in log
-    assert "ERRORS\n  total: 0" in log
-    retries = int(log.split("retries: ")[-1].split()[0])
-    assert retries > 0
+    assert figures.failed == 0 and figures.retries_by_code.get("UNAVAILABLE", 0) > 0, figures
+    assert "retrying" in consumer.output  # and the operator is told so
 
 
 
 def test_corrupt_frame_becomes_one_error_record(tmp_path, broker, topics, inference):
-    import urllib.request
-
     from confluent_kafka import Producer
 
-    from conftest import free_port, jpeg_bytes
+    from conftest import jpeg_bytes
     from rtvi.streaming.frames import FrameInfo
 
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
@@ -148,14 +145,12 @@ def test_corrupt_frame_becomes_one_error_record(tmp_path, broker, topics, infere
         producer.produce(topics["frames"], value=value, key=b"cam",
                          headers=FrameInfo("cam", i, time.time_ns()).headers())
     assert producer.flush(30) == 0
-    metrics_port = free_port()
     # dns:/// with round_robin, as the chart configures it for a headless Service.
-    consumer = start_consumer(tmp_path, broker, topics, f"dns:///localhost:{inference.port}",
-                              "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1", "--batch-size", "8")
+    consumer = start_consumer(tmp_path, broker, topics, f"dns:///localhost:{inference.port}", "--batch-size", "8")
     try:
         wait_for(lambda: len(read_predictions(broker, topics["predictions"], 21, timeout=1)) >= 21, 90,
                  "21 records", consumer)
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"{consumer.url}/metrics", timeout=5) as response:
             text = response.read().decode()
     finally:
         assert consumer.terminate() == 0
@@ -193,12 +188,12 @@ def test_sigterm_finishes_and_commits_in_flight_work(tmp_path, broker, topics, i
 def test_stale_frames_are_dropped_and_counted(tmp_path, broker, topics, inference):
     produce_frames(tmp_path, broker, topics["frames"], 10, 2)
     time.sleep(1.0)
-    consumer = start_consumer(tmp_path, broker, topics, inference.address, "--max-frame-age-ms", "500",
-                              "--max-frames", "20")
+    consumer = start_consumer(tmp_path, broker, topics, inference.address, "--max-frame-age-ms", "500")
     try:
-        assert consumer.popen.wait(90) == 0, consumer.output
+        figures = consumer.wait_figures(lambda m: m.done >= 20, 90)
+        assert consumer.terminate() == 0, consumer.output
     finally:
         consumer.kill()
-    assert "stale on read: 20" in consumer.output and "DROPPED (real time: frames older than 500 ms" in consumer.output
+    assert figures.dropped_by_reason == {"stale": 20} and figures.processed == 0
     assert committed_offsets(broker, topics["group"], topics["frames"]) == end_offsets(broker, topics["frames"])
     assert read_predictions(broker, topics["predictions"], 1, timeout=2) == []

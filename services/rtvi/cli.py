@@ -21,7 +21,7 @@ from rtvi.cluster.config import LoadtestConfig, StatusConfig
 from rtvi.export.config import ExportConfig
 from rtvi.local.config import UpConfig
 from rtvi.serving.config import ServerConfig
-from rtvi.streaming.consumer_config import ConsumerConfig
+from rtvi.streaming.consumer.config import ConsumerConfig
 from rtvi.streaming.producer_config import ProducerConfig
 
 
@@ -46,7 +46,7 @@ def _produce(args: argparse.Namespace) -> ExitCode:
 
 
 def _consume(args: argparse.Namespace) -> ExitCode:
-    from rtvi.streaming.consumer.loop import consume
+    from rtvi.streaming.consumer.run import consume
 
     return asyncio.run(consume(from_namespace(ConsumerConfig, args)))
 

@@ -34,11 +34,28 @@ def setting(
     *,
     choices: Sequence[Any] | None = None,
     metavar: str | None = None,
+    secret: bool = False,
 ) -> Any:
-    """Declare a dataclass field as a setting with its help text."""
+    """Declare a dataclass field as a setting with its help text.
+
+    A ``secret`` one (a password, a key) is left out of the dataclass's repr, so a logged
+    config never shows it, and out of ``to_argv``, since a command line is visible to every
+    user of the machine: it travels in the environment instead (``secret_environment``).
+    """
     return dataclasses.field(
-        default=default, metadata={"help": help, "choices": choices, "metavar": metavar}
+        default=default, repr=not secret,
+        metadata={"help": help, "choices": choices, "metavar": metavar, "secret": secret},
     )
+
+
+def setting_of(config_cls: type, name: str, *, default: Any = dataclasses.MISSING) -> Any:
+    """Another service's setting ``name``, as declared there (help, choices, metavar), with this
+    command's own default: `rtvi up` offers some of its services' settings without declaring them
+    again, and passes them on to those services' configs."""
+    field = next(f for f in dataclasses.fields(config_cls) if f.name == name)
+    meta = field.metadata
+    return setting(field.default if default is dataclasses.MISSING else default, meta["help"],
+                   choices=meta["choices"], metavar=meta["metavar"], secret=meta["secret"])
 
 
 def env_name(field_name: str) -> str:
@@ -111,6 +128,32 @@ def add_arguments(
 def from_namespace(cls: type[T], namespace: argparse.Namespace) -> T:
     """Build the config from parsed flags; ``__post_init__`` validates it."""
     return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})
+
+
+def to_argv(config: Any) -> list[str]:
+    """The flags that parse back into ``config``: the inverse of ``from_namespace``.
+
+    One flag per setting that differs from its default (run the command with no ``RTVI_*``
+    variables of its own, so defaults are defaults); secret settings are left out (see
+    ``secret_environment``). `rtvi up` starts its services from typed configs with this, so a
+    service's flag is declared once, in its config.
+    """
+    argv: list[str] = []
+    for f in _fields(type(config)):
+        value = getattr(config, f.name)
+        if f.metadata.get("secret") or value == f.default:
+            continue
+        if _base_type(f.type) is bool:
+            argv.append(flag_name(f.name) if value else "--no-" + flag_name(f.name)[2:])
+        else:
+            argv += [flag_name(f.name), str(value)]
+    return argv
+
+
+def secret_environment(config: Any) -> dict[str, str]:
+    """``RTVI_*`` variables for the secret settings ``to_argv`` leaves out (the set ones)."""
+    return {env_name(f.name): str(getattr(config, f.name)) for f in _fields(type(config))
+            if f.metadata.get("secret") and getattr(config, f.name)}
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -1,48 +1,20 @@
-"""One load-test summary from many consumer pods.
+"""One load-test summary from many consumer pods' metrics.
 
-Each pod is read from its Prometheus endpoint when reachable (counters add up exactly;
-latency percentiles come from the merged histogram buckets, interpolated within a
-bucket as Prometheus' histogram_quantile does), else from the last metrics block in its
-log (exact per pod; across pods the percentiles reported are the highest pod's, an
-upper bound, since percentiles cannot be merged).
+Each pod is read from its Prometheus endpoint (through the API server's pod proxy):
+counters add up exactly, and latency percentiles come from the merged histogram
+buckets, interpolated within a bucket as Prometheus' ``histogram_quantile`` does.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from rtvi.streaming.progress import PodMetrics, from_prometheus, histogram_quantile
-from rtvi.streaming.report import parse_summary
-
-__all__ = ["PodMetrics", "Summary", "aggregate", "from_log", "from_prometheus", "histogram_quantile"]
-
-
-def _number(text: str) -> float:
-    return float(text.rstrip("%"))
-
-
-def from_log(pod: str, log: str) -> PodMetrics | None:
-    blocks = parse_summary(log)
-    if not blocks:
-        return None
-    last = blocks[-1]
-    section = "PROCESSING TIME"
-    return PodMetrics(
-        pod, "log",
-        processed=int(_number(last["THROUGHPUT.frames processed"])),
-        failed=int(_number(last["ERRORS.total"])),
-        dropped=int(_number(last["DROPPED.total"])),
-        retries=int(_number(last["ERRORS.retries"])),
-        p50_ms=_number(last[f"{section}.p50"]),
-        p95_ms=_number(last[f"{section}.p95"]),
-        p99_ms=_number(last[f"{section}.p99"]),
-    )
+from rtvi.streaming.probe import PodMetrics, histogram_quantile
 
 
 @dataclass
 class Summary:
-    pods: int
-    sources: dict[str, str]
+    pods: list[str]
     frames: int
     failed: int
     dropped: int
@@ -61,7 +33,7 @@ class Summary:
             return "n/a" if value is None else f"{value:.1f}"
 
         lines = [
-            f"consumer pods:      {self.pods} ({', '.join(f'{p}: {s}' for p, s in self.sources.items())})",
+            f"consumer pods:      {len(self.pods)} ({', '.join(self.pods)})",
             f"frames processed:   {self.frames}",
             f"throughput:         {'n/a' if self.throughput_fps is None else f'{self.throughput_fps:.1f}'} frames/s",
             f"capture->prediction p50 / p95 / p99 ms: {ms(self.p50_ms)} / {ms(self.p95_ms)} / {ms(self.p99_ms)}",
@@ -79,18 +51,10 @@ def aggregate(pods: list[PodMetrics], seconds: float | None = None) -> Summary:
         for bound, count in pod.buckets.items():
             merged[bound] = merged.get(bound, 0.0) + count
     frames = sum(p.processed for p in pods)
-    if pods and all(p.source == "metrics" for p in pods):
-        quantiles = [histogram_quantile(q, merged) for q in (0.5, 0.95, 0.99)]
-        p50, p95, p99 = (None if v is None else v * 1000 for v in quantiles)
-    else:
-        def worst(attr: str) -> float | None:
-            values = [getattr(p, attr) for p in pods if getattr(p, attr) is not None]
-            return max(values) if values else None
-
-        p50, p95, p99 = worst("p50_ms"), worst("p95_ms"), worst("p99_ms")
+    quantiles = [histogram_quantile(q, merged) for q in (0.5, 0.95, 0.99)]
+    p50, p95, p99 = (None if v is None else v * 1000 for v in quantiles)
     return Summary(
-        pods=len(pods),
-        sources={p.pod: p.source for p in pods},
+        pods=[p.pod for p in pods],
         frames=frames,
         failed=sum(p.failed for p in pods),
         dropped=sum(p.dropped for p in pods),

@@ -109,14 +109,6 @@ class Kube:
         except ClusterError:
             return None
 
-    def pod_log(self, pod: str, tail_lines: int = 400) -> str | None:
-        """The tail of a pod's log, or None if its node does not serve it."""
-        try:
-            return self.call(f"reading the log of pod {pod}", self.core.read_namespaced_pod_log, pod,
-                             self.namespace, tail_lines=tail_lines)
-        except ClusterError:
-            return None
-
     def hpas(self, release: str) -> list:
         return self.call(
             "listing horizontal pod autoscalers", self.autoscaling.list_namespaced_horizontal_pod_autoscaler,

@@ -7,9 +7,10 @@ import sys
 import time
 
 from rtvi import __version__
-from rtvi.cluster.aggregate import PodMetrics, aggregate, from_log, from_prometheus
+from rtvi.cluster.aggregate import aggregate
 from rtvi.cluster.config import LoadtestConfig
 from rtvi.errors import ExitCode, WorkFailed
+from rtvi.streaming.probe import PodMetrics, from_prometheus
 from rtvi.cluster.kube import ClusterError, ClusterNotFound, Kube
 from rtvi.cluster.manifests import KafkaSecurity, producer_job, selector
 
@@ -57,15 +58,14 @@ def _from_release(cfg: LoadtestConfig, kube: Kube) -> dict:
 
 
 def collect(kube: Kube, release: str, port: int) -> tuple[list[PodMetrics], list[str]]:
-    """Every consumer pod's metrics (Prometheus endpoint first, its log's last block second),
-    and the names of the pods that gave neither."""
+    """Every consumer pod's metrics (its Prometheus endpoint through the pod proxy), and the
+    names of the pods that served none."""
     found, silent = [], []
     for pod in kube.pods(selector(release, "consumer")):
         name = pod.metadata.name
         text = kube.pod_metrics(name, port)
-        metrics = from_prometheus(name, text) if text else from_log(name, kube.pod_log(name) or "")
-        if metrics:
-            found.append(metrics)
+        if text:
+            found.append(from_prometheus(name, text))
         else:
             silent.append(name)
     return found, silent
@@ -76,7 +76,7 @@ def _no_metrics(job: str, outcome: str, release: str, port: int, silent: list[st
         return ClusterError(f"Job {job} {outcome}, but no consumer metrics: release {release!r} has no consumer pods")
     return ClusterError(
         f"Job {job} {outcome}, but no consumer metrics: {len(silent)} consumer pod(s) ({', '.join(silent)}) "
-        f"served no /metrics on port {port} through the API server's pod proxy and no metrics block in their log"
+        f"served no /metrics on port {port} through the API server's pod proxy"
     )
 
 
@@ -86,7 +86,7 @@ def _delta(after: list[PodMetrics], before: list[PodMetrics]) -> list[PodMetrics
     out = []
     for pod in after:
         base = earlier.get(pod.pod)
-        if base and base.source == pod.source and base.processed <= pod.processed:
+        if base and base.processed <= pod.processed:
             pod.processed -= base.processed
             pod.failed -= base.failed
             pod.dropped -= base.dropped

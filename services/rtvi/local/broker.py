@@ -16,6 +16,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
+from rtvi.deadline import Deadline
 from rtvi.errors import BadInput, WorkFailed
 from rtvi.net import free_port
 
@@ -70,8 +71,8 @@ class TansuBroker:
              "--storage-engine", "memory://tansu/"],
             stdout=self._log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = Deadline.from_timeout(timeout)
+        while not deadline.expired:
             if self._proc.poll() is not None:
                 raise BrokerError(f"tansu exited with {self._proc.returncode} (log: {self.log_path})")
             try:

@@ -4,29 +4,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rtvi.settings import require, setting
+from rtvi.serving.config import ServerConfig
+from rtvi.settings import require, setting, setting_of
+from rtvi.streaming.consumer.config import ConsumerConfig
+from rtvi.streaming.producer_config import ProducerConfig
 
 
 @dataclass(frozen=True)
 class UpConfig:
-    duration: float = setting(30.0, "seconds the producer publishes frames")
+    """`rtvi up`'s own settings; the ones its services also have are declared there (``setting_of``)
+    and passed on to those services' typed configs (``pipeline.plan``)."""
+
+    duration: float = setting_of(ProducerConfig, "duration", default=30.0)
     video: str = setting("", "publish this video file (looped) instead of the synthetic pattern", metavar="PATH")
     camera: int = setting(-1, "publish from this camera index instead of the synthetic pattern", metavar="ID")
     bootstrap_servers: str = setting("", "use this Kafka/Redpanda instead of starting the embedded Tansu broker")
-    streams: int = setting(2, "parallel synthetic or video streams (a camera is one stream)")
-    fps: float = setting(10.0, "frames per second per stream")
-    model: str = setting("resnet18", "torchvision classification architecture")
+    streams: int = setting_of(ProducerConfig, "streams", default=2)
+    fps: float = setting_of(ProducerConfig, "fps", default=10.0)
+    model: str = setting_of(ServerConfig, "model")
     weights: str = setting(
         "auto", "auto (pretrained if in the torch hub cache, else random with a loud warning), DEFAULT, none or a path"
     )
-    precision: str = setting("", "inference precision passed to rtvi serve; empty keeps the server's default")
-    max_frame_age_ms: float = setting(
-        300.0,
-        "real time: frames older than this when read or about to be sent are skipped and counted, so latency "
-        "stays bounded when the machine cannot keep up; 0 keeps every frame (keep-all: latency grows instead)",
-    )
-    batch_size: int = setting(2, "consumer frames per inference call (small batches keep the round trip short)")
-    max_in_flight: int = setting(2, "consumer inference calls outstanding (more adds queueing, not speed, on few cores)")
+    precision: str = setting_of(ServerConfig, "precision")
+    # Real time by default: latency stays bounded when the machine cannot keep up; small
+    # batches keep the inference round trip short on few cores.
+    max_frame_age_ms: float = setting_of(ConsumerConfig, "max_frame_age_ms", default=300.0)
+    batch_size: int = setting_of(ConsumerConfig, "batch_size", default=2)
+    max_in_flight: int = setting_of(ConsumerConfig, "max_in_flight", default=2)
     max_p95_ms: float = setting(
         0.0, "latency bound: exit 3 when p95 capture-to-prediction exceeds this many ms; 0 sets no bound"
     )

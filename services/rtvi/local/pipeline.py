@@ -17,37 +17,49 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rtvi.net import free_port
+from rtvi.deadline import Deadline
 from rtvi.errors import ExitCode, WorkFailed
 from rtvi.local.broker import TansuBroker
 from rtvi.local.config import UpConfig
 from rtvi.local.status import judge, status_line
+from rtvi.net import free_port
+from rtvi.serving.config import ServerConfig
+from rtvi.settings import ENV_PREFIX, secret_environment, to_argv
+from rtvi.streaming.consumer import report
+from rtvi.streaming.consumer.config import ConsumerConfig
 from rtvi.streaming.kafka_config import KafkaConfig, check_broker, ensure_topics
-from rtvi.streaming.progress import PodMetrics, healthy, scrape
-from rtvi.streaming.report import BEGIN, END
+from rtvi.streaming.probe import PodMetrics, from_samples, healthy, read_samples, scrape, wait_idle
+from rtvi.streaming.producer_config import ProducerConfig
 from rtvi.streaming.sources import check_capture
 
 log = logging.getLogger("rtvi.up")
 
 FRAMES, PREDICTIONS = "frames", "predictions"
-# After the producer stops: how long the consumer must stay idle to count as caught up.
-IDLE_S = 1.5
 
 
 class Service:
-    """One `rtvi` subcommand as a child process logging to a file."""
+    """One `rtvi` subcommand as a child process logging to a file, started from its typed config.
 
-    def __init__(self, name: str, args: list[str], work_dir: Path) -> None:
-        self.name = name
-        self.log_path = work_dir / f"{name}.log"
+    Its command line is rendered from the config (``settings.to_argv``) and it gets no
+    ``RTVI_*`` variable of ours, so the config is the whole truth; secret settings travel in
+    its environment, never on a command line.
+    """
+
+    def __init__(self, command: str, config: Any, work_dir: Path) -> None:
+        self.name = command
+        self.log_path = work_dir / f"{command}.log"
         self._log = open(self.log_path, "wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "rtvi", *args], stdout=self._log,
+        env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+        env.update(PYTHONUNBUFFERED="1", **secret_environment(config))
+        self.proc = subprocess.Popen([sys.executable, "-m", "rtvi", command, *to_argv(config)], stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env)
 
     @property
@@ -68,6 +80,46 @@ class Service:
                 self.proc.wait(10)
         self._log.close()
         return self.proc.returncode
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The services `rtvi up` starts, as the typed configs their commands parse."""
+
+    server: ServerConfig
+    consumer: ConsumerConfig
+    producer: ProducerConfig
+
+    @property
+    def inference_address(self) -> str:
+        return f"{self.server.host}:{self.server.port}"
+
+    @property
+    def consumer_url(self) -> str:
+        return f"http://{self.consumer.metrics_host}:{self.consumer.metrics_port}"
+
+
+def plan(config: UpConfig, bootstrap: str, weights: str, ports: Iterator[int]) -> Plan:
+    """Each service's config from `rtvi up`'s own (pure: ports come from ``ports``)."""
+    server = ServerConfig(host="127.0.0.1", port=next(ports), metrics_port=next(ports), model=config.model,
+                          weights=weights, precision=config.precision)
+    consumer = ConsumerConfig(
+        bootstrap_servers=bootstrap, topic=FRAMES, predictions_topic=PREDICTIONS,
+        inference_url=f"{server.host}:{server.port}", model=server.served_name,
+        metrics_port=next(ports), metrics_host="127.0.0.1", report_interval=0,
+        max_frame_age_ms=config.max_frame_age_ms, batch_size=config.batch_size, max_in_flight=config.max_in_flight,
+        # One local member: a short session makes joining the group quick.
+        session_timeout_ms=6000, readiness_interval_s=1,
+    )
+    if config.video:
+        source = {"source": "video", "video": config.video, "loop": True, "streams": config.streams}
+    elif config.camera >= 0:
+        source = {"source": "webcam", "camera": config.camera, "streams": 1}
+    else:
+        source = {"source": "synthetic", "streams": config.streams}
+    producer = ProducerConfig(bootstrap_servers=bootstrap, topic=FRAMES, duration=config.duration, fps=config.fps,
+                              report_interval=0, **source)
+    return Plan(server, consumer, producer)
 
 
 def serving(address: str) -> bool:
@@ -97,13 +149,6 @@ def _resolve_weights(config: UpConfig) -> str:
     return "none"
 
 
-def _last_block(text: str) -> str:
-    """The consumer's final metrics block, shown to the user as it wrote it."""
-    start = text.rfind(BEGIN)
-    end = text.find(END, start)
-    return text[start : end + len(END)] if start >= 0 and end >= 0 else ""
-
-
 def _preflight(config: UpConfig) -> None:
     """Raise SourceError / BrokerUnreachable for input that cannot work, before starting anything."""
     if config.video:
@@ -114,17 +159,14 @@ def _preflight(config: UpConfig) -> None:
         check_broker(KafkaConfig(bootstrap_servers=config.bootstrap_servers), timeout=3.0)
 
 
-def _wait_caught_up(consumer: Service, metrics_url: str, deadline: float, stopped) -> None:
-    """Until the consumer has read nothing new and holds nothing for IDLE_S (or the deadline)."""
-    last_consumed, idle_since = -1, time.monotonic()
-    while consumer.running() and time.monotonic() < deadline and not stopped():
-        current = scrape("local", metrics_url)
-        if current is None or current.consumed != last_consumed or current.buffered or current.in_flight:
-            last_consumed = current.consumed if current else -1
-            idle_since = time.monotonic()
-        elif time.monotonic() - idle_since >= IDLE_S:
-            return
-        time.sleep(0.2)
+def _wait_ready(service: Service, ready: Callable[[], bool], timeout: float, stopped: Callable[[], bool],
+                what: str) -> None:
+    deadline = Deadline.from_timeout(timeout)
+    while not ready():
+        if not service.running() or deadline.expired or stopped():
+            log.error("%s log:\n%s", service.name, service.output[-3000:])
+            raise WorkFailed(f"{what} did not become ready; see {service.log_path}")
+        time.sleep(0.1)
 
 
 def run_pipeline(config: UpConfig) -> ExitCode:
@@ -142,6 +184,9 @@ def run_pipeline(config: UpConfig) -> ExitCode:
         nonlocal stop_requested
         stop_requested = True
 
+    def stopped() -> bool:
+        return stop_requested
+
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
@@ -151,53 +196,25 @@ def run_pipeline(config: UpConfig) -> ExitCode:
             bootstrap = broker.bootstrap_servers
             log.info("embedded Tansu broker on %s", bootstrap)
         ensure_topics(KafkaConfig(bootstrap_servers=bootstrap), {FRAMES: config.streams, PREDICTIONS: config.streams})
+        services_plan = plan(config, bootstrap, _resolve_weights(config), iter(free_port, None))
 
-        weights = _resolve_weights(config)
-        grpc_port, server_metrics, consumer_metrics = free_port(), free_port(), free_port()
-        precision = ["--precision", config.precision] if config.precision else []
-        server = Service("serve", [
-            "serve", "--host", "127.0.0.1", "--port", str(grpc_port), "--metrics-port", str(server_metrics),
-            "--model", config.model, "--weights", weights, *precision,
-        ], work_dir)
+        server = Service("serve", services_plan.server, work_dir)
         services.append(server)
-        address = f"127.0.0.1:{grpc_port}"
-        deadline = time.monotonic() + 300
-        while not serving(address):
-            if not server.running() or time.monotonic() > deadline or stop_requested:
-                log.error("inference server log:\n%s", server.output[-3000:])
-                raise WorkFailed(f"the inference server did not become ready; see {server.log_path}")
-            time.sleep(0.2)
-        log.info("inference server SERVING on %s (metrics :%d)", address, server_metrics)
+        address = services_plan.inference_address
+        _wait_ready(server, lambda: serving(address), 300, stopped, "the inference server")
+        log.info("inference server SERVING on %s (metrics :%d)", address, services_plan.server.metrics_port)
 
-        consumer = Service("consume", [
-            "consume", "--bootstrap-servers", bootstrap, "--inference-url", address, "--model", config.model,
-            "--metrics-port", str(consumer_metrics), "--metrics-host", "127.0.0.1",
-            "--report-interval", "0", "--max-frame-age-ms", str(config.max_frame_age_ms),
-            "--batch-size", str(config.batch_size), "--max-in-flight", str(config.max_in_flight),
-            # One local member: a short session makes joining the group quick.
-            "--session-timeout-ms", "6000", "--readiness-interval-s", "1",
-        ], work_dir)
+        consumer = Service("consume", services_plan.consumer, work_dir)
         services.append(consumer)
-        deadline = time.monotonic() + 60
-        while not healthy(f"http://127.0.0.1:{consumer_metrics}/readyz"):
-            if not consumer.running() or time.monotonic() > deadline or stop_requested:
-                log.error("consumer log:\n%s", consumer.output[-3000:])
-                raise WorkFailed(f"the consumer did not become ready (/readyz); see {consumer.log_path}")
-            time.sleep(0.1)
-        source = (["--source", "video", "--video", config.video, "--loop", "--streams", str(config.streams)]
-                  if config.video else
-                  ["--source", "webcam", "--camera", str(config.camera), "--streams", "1"]
-                  if config.camera >= 0 else ["--source", "synthetic", "--streams", str(config.streams)])
-        producer = Service("produce", [
-            "produce", "--bootstrap-servers", bootstrap, "--duration", str(config.duration),
-            "--fps", str(config.fps), "--report-interval", "0", *source,
-        ], work_dir)
+        _wait_ready(consumer, lambda: healthy(f"{services_plan.consumer_url}/readyz"), 60, stopped,
+                    "the consumer (/readyz)")
+        producer = Service("produce", services_plan.producer, work_dir)
         services.append(producer)
         mode = (f"real time (frames older than {config.max_frame_age_ms:g} ms are dropped)" if config.max_frame_age_ms
                 else "keep-all (every frame is predicted, however late)")
         log.info("producing for %.0fs, %s; logs in %s", config.duration, mode, work_dir)
 
-        metrics_url = f"http://127.0.0.1:{consumer_metrics}/metrics"
+        metrics_url = f"{services_plan.consumer_url}/metrics"
         started = last_time = time.monotonic()
         last: PodMetrics | None = None
         next_report = started + config.report_interval
@@ -214,16 +231,15 @@ def run_pipeline(config: UpConfig) -> ExitCode:
                 next_report += config.report_interval
             time.sleep(0.2)
         producer_rc = producer.stop()
-        _wait_caught_up(consumer, metrics_url, time.monotonic() + 60, lambda: stop_requested)
-        final = scrape("local", metrics_url)
+        wait_idle(metrics_url, 60, lambda: consumer.running() and not stop_requested)
+        samples = read_samples(metrics_url)
         consumer_rc = consumer.stop()
-        print(producer.output.strip().splitlines()[-1] if producer.output.strip() else "producer printed nothing")
-        block = _last_block(consumer.output)
-        print(block or f"consumer printed no metrics block (exit {consumer_rc}); see {consumer.log_path}")
+        if samples is not None:
+            print(report.render(samples, time.monotonic() - started, config.max_frame_age_ms))
         print(f"logs: {work_dir}")
         if producer_rc or consumer_rc:
             raise WorkFailed(f"producer exited {producer_rc}, consumer exited {consumer_rc}; see {work_dir}")
-        verdict = judge(final, config.max_p95_ms)
+        verdict = judge(None if samples is None else from_samples("local", samples), config.max_p95_ms)
         if verdict.error is None:
             print(f"rtvi up: {verdict.line}")
         return verdict.conclude()

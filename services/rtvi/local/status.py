@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rtvi.errors import BoundMissed, ExitCode, RtviError, WorkFailed
-from rtvi.streaming.progress import PodMetrics
+from rtvi.streaming.probe import PodMetrics
 
 
 def _ms(value: float | None) -> str:
@@ -51,11 +51,12 @@ def judge(final: PodMetrics | None, max_p95_ms: float) -> Verdict:
     if not final.processed:
         return Verdict("no frame was predicted", WorkFailed)
     p95 = final.quantile_ms(0.95)
+    counts = f"{final.processed} frames predicted, {final.dropped} dropped, 0 failed"
     if not max_p95_ms:
-        return Verdict(f"{final.processed} frames predicted, p95 {_ms(p95)} ms (no latency bound set)")
+        return Verdict(f"{counts}; p95 {_ms(p95)} ms (no latency bound set)")
     met = p95 is not None and p95 <= max_p95_ms
     return Verdict(
-        f"latency bound {'met' if met else 'MISSED'}: p95 {_ms(p95)} ms {'<=' if met else '>'} {max_p95_ms:g} ms "
-        "(from the consumer's histogram)",
+        f"{counts}; latency bound {'met' if met else 'MISSED'}: p95 {_ms(p95)} ms {'<=' if met else '>'} "
+        f"{max_p95_ms:g} ms (from the consumer's histogram)",
         None if met else BoundMissed,
     )

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import grpc
 
 from rtvi.protocol import tensors
 from rtvi.protocol.errors import InferenceError
+from rtvi.protocol.types import Classification, parse_classification
 from rtvi.protocol._generated import grpc_service_pb2 as pb
 from rtvi.protocol._generated import grpc_service_pb2_grpc as pb_grpc
-
-@dataclass(frozen=True)
-class Classification:
-    label: str
-    index: int
-    score: float
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
@@ -35,11 +29,6 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
         # Re-resolve quickly when pods come and go behind a headless Service.
         ("grpc.dns_min_time_between_resolutions_ms", 5_000),
     ]
-
-
-def parse_classification(entry: bytes) -> Classification:
-    score, index, label = entry.decode().split(":", 2)
-    return Classification(label=label, index=int(index), score=float(score))
 
 
 class InferenceClient:

@@ -73,6 +73,20 @@ class InferRequest:
 
 
 @dataclass(frozen=True)
+class Classification:
+    """One class of a top-k answer (the v2 classification extension's ``score:index:label``)."""
+
+    label: str
+    index: int
+    score: float
+
+
+def parse_classification(entry: bytes) -> Classification:
+    score, index, label = entry.decode().split(":", 2)
+    return Classification(label=label, index=int(index), score=float(score))
+
+
+@dataclass(frozen=True)
 class InferResponse:
     model_name: str
     outputs: list[Tensor]

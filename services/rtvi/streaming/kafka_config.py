@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rtvi.deadline import Deadline
 from rtvi.errors import BadInput, Unreachable
 from rtvi.settings import require, setting
 
@@ -30,7 +30,7 @@ class KafkaConfig:
     security_protocol: str = setting("PLAINTEXT", "security.protocol", choices=SECURITY_PROTOCOLS)
     sasl_mechanism: str = setting("", "SASL mechanism when security protocol is SASL_*", choices=SASL_MECHANISMS)
     sasl_username: str = setting("", "SASL username")
-    sasl_password: str = setting("", "SASL password (prefer the environment variable, e.g. from a Secret)")
+    sasl_password: str = setting("", "SASL password (prefer the environment variable, e.g. from a Secret)", secret=True)
     ssl_ca_location: str = setting("", "CA certificate file for SSL/SASL_SSL")
     client_id: str = setting("", "client.id; empty means rtvi-<role>-<hostname>")
     max_frame_bytes: int = setting(
@@ -147,16 +147,16 @@ def _cluster_metadata(config: KafkaConfig, timeout: float):
 
     errors: list = []
     admin = AdminClient({**config.admin(), "error_cb": errors.append})
-    deadline = time.monotonic() + timeout
+    deadline = Deadline.from_timeout(timeout)
     while True:
         try:
-            return admin, admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            return admin, admin.list_topics(timeout=min(1.0, max(0.1, deadline.remaining)))
         except KafkaException:
             admin.poll(0)  # serves error_cb
             fatal = next(filter(None, map(security_error, errors)), None)
             if fatal is not None:
                 raise fatal from None
-            if time.monotonic() >= deadline:
+            if deadline.expired:
                 raise
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from rtvi.local.status import judge, status_line
-from rtvi.streaming.progress import PodMetrics
+from rtvi.streaming.probe import PodMetrics
 
 
 def _metrics(processed: int, failed: int = 0, p95_bucket: float = 0.5) -> PodMetrics:
-    return PodMetrics("up", "metrics", processed=processed, failed=failed, consumed=processed + 10, dropped=10,
+    return PodMetrics("up", processed=processed, failed=failed, consumed=processed + 10, dropped=10,
                       buckets={p95_bucket: processed, float("inf"): processed})
 
 

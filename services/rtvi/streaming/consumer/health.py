@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 log = logging.getLogger("rtvi.consume")
 
@@ -50,12 +50,12 @@ class Health:
         return True, f"{self.partitions} partition(s) assigned, inference service ready"
 
 
-def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
+def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path in ("/livez", "/readyz"):
                 ok, reason = health.live() if path == "/livez" else health.ready()
                 self._send(200 if ok else 503, f"{'ok' if ok else 'fail'}: {reason}\n".encode(), "text/plain")
@@ -75,9 +75,9 @@ def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve_http(host: str, port: int, health: Health) -> ThreadingHTTPServer:
-    """Start the metrics and health endpoint on a daemon thread."""
-    server = ThreadingHTTPServer((host, port), _handler(health))
+def serve_http(host: str, port: int, health: Health, registry: CollectorRegistry) -> ThreadingHTTPServer:
+    """Start the metrics (of ``registry``) and health endpoint on a daemon thread."""
+    server = ThreadingHTTPServer((host, port), _handler(health, registry))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="rtvi-http", daemon=True).start()
     return server

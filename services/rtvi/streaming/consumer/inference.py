@@ -4,6 +4,9 @@ Whatever goes wrong, every frame of a batch ends with a record: a prediction, or
 error record for a frame the server rejects. Retryable errors (server down, draining,
 overloaded) are retried with backoff and never fail a frame; a batch the server rejects
 is split into single frames so that only the bad frame fails.
+
+The client is injected: anything with the ``Classifier`` methods (``rtvi.protocol.client.
+InferenceClient`` in the service, a small fake in the in-process tests).
 """
 
 from __future__ import annotations
@@ -11,29 +14,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from rtvi.protocol.client import InferenceClient
 from rtvi.protocol.errors import InferenceError
-from rtvi.streaming import consumer_metrics as metrics
+from rtvi.protocol.types import Classification
+from rtvi.streaming.consumer.config import ConsumerConfig
+from rtvi.streaming.consumer.dispatch import Dispatch
 from rtvi.streaming.consumer.health import Health
 from rtvi.streaming.consumer.offsets import Slot
-from rtvi.streaming.consumer_config import ConsumerConfig
+from rtvi.streaming.consumer.outcomes import Outcomes
 from rtvi.streaming.frames import prediction_record
-from rtvi.streaming.report import ConsumerReport
 
 log = logging.getLogger("rtvi.consume")
 
 FailFrame = Callable[[Slot, str, str], None]  # (slot, message, reason label)
 
 
+class Classifier(Protocol):
+    """What the consumer needs of a v2 client."""
+
+    async def classify(self, images: Sequence[bytes], top_k: int = 5,
+                       timeout: float = 30.0) -> list[list[Classification]]: ...
+
+    async def ready(self, timeout: float = 5.0) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
 class BatchInference:
-    def __init__(self, config: ConsumerConfig, report: ConsumerReport, health: Health, fail: FailFrame) -> None:
+    def __init__(self, config: ConsumerConfig, client: Classifier, outcomes: Outcomes, health: Health,
+                 policy: Dispatch, fail: FailFrame) -> None:
         self.config = config
-        self.report = report
+        self.client = client
+        self.outcomes = outcomes
         self.health = health
+        self.policy = policy
         self._fail = fail
-        self.client = InferenceClient(config.inference_url, config.model, config.max_record_bytes * config.batch_size)
 
     async def infer(self, batch: list[Slot]) -> None:
         """Classify a batch; whatever goes wrong, every frame ends with a record."""
@@ -66,9 +83,8 @@ class BatchInference:
             except InferenceError as exc:
                 if exc.retryable:
                     self.health.inference_reachable = exc.code != "UNAVAILABLE"
-                    self.report.retries += 1
-                    metrics.RETRIES.labels(exc.code).inc()
-                    if backoff >= cfg.retry_backoff_max_s or self.report.retries == 1:
+                    retries = self.outcomes.retried(exc.code)
+                    if backoff >= cfg.retry_backoff_max_s or retries == 1:
                         log.warning("inference %s at %s: %s; retrying", exc.code, cfg.inference_url, exc.message)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, cfg.retry_backoff_max_s)
@@ -80,9 +96,8 @@ class BatchInference:
                 return
         self.health.inference_reachable = True
         seconds = time.perf_counter() - started
-        metrics.INFERENCE_SECONDS.observe(seconds)
-        metrics.BATCH_SIZE.observe(len(batch))
-        self.report.inference.add(seconds * 1000)
+        self.outcomes.inferred(len(batch), seconds)
+        self.policy.observe(len(batch), seconds)
         if len(results) != len(batch):
             raise RuntimeError(f"server answered {len(results)} results for {len(batch)} frames")
         for slot, top in zip(batch, results, strict=True):

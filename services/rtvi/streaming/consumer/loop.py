@@ -15,43 +15,67 @@ Two modes. Keep-all (``--max-frame-age-ms 0``): every frame is predicted, howeve
 reading stops while the buffer is full. Real time: reading goes on so that every stream's
 newest frames are at hand; frames too old when read, frames that aged past the bound while
 buffered (judged when they would be sent) and the oldest frames of the longest stream beyond
-one round of calls are skipped, committed and counted by reason (``scheduler``).
+one round of calls are skipped, committed and counted by reason (``scheduler``, ``dispatch``).
+
+``FrameConsumer`` is built from parts: the Kafka consumer and producer and the inference
+client are given to it (``run.consume`` builds the real ones; the in-process tests fakes),
+so its revoke, pause, drain, retry and bisect paths run in a unit test in milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import signal
 import time
+from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
-from rtvi.streaming import consumer_metrics as metrics
-from rtvi.streaming.consumer.health import Health, serve_http
-from rtvi.streaming.consumer.inference import BatchInference
+from rtvi.deadline import Deadline
+from rtvi.streaming.consumer import report
+from rtvi.streaming.consumer.config import ConsumerConfig
+from rtvi.streaming.consumer.dispatch import Dispatch
+from rtvi.streaming.consumer.health import Health
+from rtvi.streaming.consumer.inference import BatchInference, Classifier
 from rtvi.streaming.consumer.offsets import PartitionState, Slot
+from rtvi.streaming.consumer.outcomes import Outcomes
 from rtvi.streaming.consumer.scheduler import FairScheduler
-from rtvi.streaming.consumer_config import ConsumerConfig
 from rtvi.streaming.frames import FrameInfo, prediction_record
 from rtvi.streaming.kafka_config import error_logger
-from rtvi.streaming.report import ConsumerReport
 
 log = logging.getLogger("rtvi.consume")
 
 # How long the pipeline may stay full before the partitions are paused.
 PAUSE_AFTER_S = 10.0
-# Real time reads on while frames are dropped; frames held behind one still in flight
-# (in order, for the commit) are bounded at this many times the ready buffer.
-REAL_TIME_HELD_FACTOR = 16
+
+
+class KafkaConsumer(Protocol):
+    """What the loop uses of ``confluent_kafka.Consumer``."""
+
+    def subscribe(self, topics: list[str], on_assign: Any = ..., on_revoke: Any = ...) -> None: ...
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list: ...
+    def assignment(self) -> list[TopicPartition]: ...
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+    def commit(self, offsets: list[TopicPartition] | None = None, asynchronous: bool = True) -> Any: ...
+    def close(self) -> None: ...
+
+
+class KafkaProducer(Protocol):
+    """What the loop uses of ``confluent_kafka.Producer``."""
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, on_delivery: Any = None) -> None: ...
+    def poll(self, timeout: float = -1) -> int: ...
+    def flush(self, timeout: float = -1) -> int: ...
 
 
 class FrameConsumer:
-    def __init__(self, config: ConsumerConfig) -> None:
+    def __init__(self, config: ConsumerConfig, *, consumer: KafkaConsumer, producer: KafkaProducer,
+                 client: Classifier, outcomes: Outcomes, health: Health, policy: Dispatch) -> None:
         self.config = config
-        self.report = ConsumerReport(max_frame_age_ms=config.max_frame_age_ms)
-        self.health = Health(config.liveness_timeout_s)
+        self.outcomes = outcomes
+        self.health = health
+        self.policy = policy
         self.partitions: dict[int, PartitionState] = {}
         self.scheduler: FairScheduler[Slot] = FairScheduler(config.max_frame_age_ms)
         self.ready_since = 0.0
@@ -61,31 +85,16 @@ class FrameConsumer:
         self.stopping = False
         self._to_commit: dict[int, int] = {}
         self._last_busy = time.monotonic()
-        self._labels = metrics.StreamLabels(config.stream_label_limit)
         self._on_kafka_error = error_logger(log)
-        self._consumer = Consumer(
-            config.consumer(
-                "consumer", config.group,
-                **{"session.timeout.ms": config.session_timeout_ms, "statistics.interval.ms": 5000,
-                   "stats_cb": self._on_stats, "error_cb": self._on_kafka_error},
-            )
-        )
-        self._producer = Producer(config.producer("predictions", error_cb=self._on_kafka_error))
-        self.inference = BatchInference(config, self.report, self.health, self._fail)
+        self._consumer = consumer
+        self._producer = producer
+        self.inference = BatchInference(config, client, outcomes, health, policy, self._fail)
 
     # --- Kafka callbacks (all on the loop thread, inside poll/consume) ---------
-    def _on_stats(self, stats_json: str) -> None:
-        stats = json.loads(stats_json)
-        for topic, data in stats.get("topics", {}).items():
-            for partition, pdata in data.get("partitions", {}).items():
-                lag = pdata.get("consumer_lag", -1)
-                if partition != "-1" and lag >= 0:
-                    metrics.LAG.labels(topic, partition).set(lag)
-
     def _on_assign(self, consumer, partitions) -> None:
         for tp in partitions:
             self.partitions[tp.partition] = PartitionState(tp.partition)
-            metrics.ASSIGNED.labels(tp.topic, str(tp.partition)).set(1)
+            self.outcomes.assigned(tp.topic, tp.partition)
         self.health.partitions = len(self.partitions)
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
@@ -96,7 +105,7 @@ class FrameConsumer:
             # given back later (a lost session, a broker restart) would never be fetched again.
             consumer.resume(partitions)
         for tp in partitions:
-            metrics.revoked(tp.topic, tp.partition)
+            self.outcomes.revoked(tp.topic, tp.partition)
             state = self.partitions.pop(tp.partition, None)
             if state:
                 state.revoked = True
@@ -107,20 +116,13 @@ class FrameConsumer:
 
     def _on_delivery(self, slot: Slot, err: KafkaError | None, msg) -> None:
         if err is not None:
-            metrics.PUBLISH_RETRIES.inc()
+            self.outcomes.publish_retried()
             log.warning("prediction for %s#%d not delivered (%s); producing it again", slot.info.stream, slot.info.frame, err)
             self._produce(slot)
             return
         slot.delivered = True
         if not slot.failed:
-            self.report.processed += 1
-            self.report.stream(slot.info.stream).processed += 1
-            metrics.PROCESSED.inc()
-            metrics.count_stream(self._labels, slot.info.stream, "processed")
-            age = slot.info.age_ms()
-            if age is not None:
-                self.report.latency.add(age)
-                metrics.CAPTURE_TO_PREDICTION_SECONDS.observe(age / 1000)
+            self.outcomes.processed(slot.info.stream, slot.info.age_ms())
 
     # --- pipeline --------------------------------------------------------------
     def _accept(self, msg) -> None:
@@ -129,10 +131,7 @@ class FrameConsumer:
             return
         info = FrameInfo.from_record(msg.headers(), msg.key())
         slot = state.add(msg.offset(), info, msg.value() or b"")
-        self.report.consumed += 1
-        if self.report.started is None:
-            self.report.started = time.monotonic()
-        metrics.CONSUMED.inc()
+        self.outcomes.consumed()
         age = info.age_ms()
         if self.config.real_time and age is not None and age > self.config.max_frame_age_ms:
             self._drop(slot, "stale")
@@ -149,20 +148,14 @@ class FrameConsumer:
         """Skip a frame on purpose: committed in its turn, never predicted."""
         slot.skip = True
         slot.value = b""
-        self.report.dropped_by_reason[reason] += 1
-        self.report.stream(slot.info.stream).dropped += 1
-        metrics.DROPPED.labels(reason).inc()
-        metrics.count_stream(self._labels, slot.info.stream, "dropped")
+        self.outcomes.dropped(slot.info.stream, reason)
 
     def _fail(self, slot: Slot, message: str, reason: str) -> None:
         slot.failed = True
         slot.record = prediction_record(
             slot.info, model=self.config.model, error=message, source=(slot.partition.partition, slot.offset)
         )
-        self.report.failed += 1
-        self.report.stream(slot.info.stream).failed += 1
-        metrics.FAILED.labels(reason).inc()
-        metrics.count_stream(self._labels, slot.info.stream, "failed")
+        self.outcomes.failed(slot.info.stream, reason)
         log.warning("frame %s#%d (partition %d offset %d): %s", slot.info.stream, slot.info.frame,
                     slot.partition.partition, slot.offset, message)
 
@@ -175,21 +168,17 @@ class FrameConsumer:
         only adds latency. Two frames per waiting stream are always kept, so that many
         slow streams are not shed below their share.
         """
-        cfg = self.config
-        if not cfg.real_time:
+        if not self.config.real_time:
             return
         for slot in self.scheduler.expire(time.time_ns()):
             self._drop(slot, "expired")
-        for slot in self.scheduler.shed(max(cfg.batch_size * cfg.max_in_flight, 2 * self.scheduler.streams)):
+        for slot in self.scheduler.shed(self.policy.shed_bound(self.scheduler.streams)):
             self._drop(slot, "overflow")
 
     def _dispatch(self) -> None:
-        cfg = self.config
-        linger_over = time.monotonic() - self.ready_since >= cfg.batch_linger_ms / 1000
-        while self.scheduler and len(self.in_flight) < cfg.max_in_flight and (
-            len(self.scheduler) >= cfg.batch_size or linger_over or self.stopping
-        ):
-            batch, expired = self.scheduler.take(cfg.batch_size, time.time_ns())
+        while self.policy.send_now(len(self.scheduler), len(self.in_flight), time.monotonic() - self.ready_since,
+                                   self.stopping):
+            batch, expired = self.scheduler.take(self.policy.batch_size, time.time_ns())
             for slot in expired:
                 self._drop(slot, "expired")
             if not batch:
@@ -198,7 +187,6 @@ class FrameConsumer:
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
             self.ready_since = time.monotonic()
-        metrics.IN_FLIGHT.set(len(self.in_flight))
 
     def _produce(self, slot: Slot) -> None:
         while True:
@@ -231,10 +219,10 @@ class FrameConsumer:
         offsets = [TopicPartition(self.config.topic, p, o) for p, o in self._to_commit.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=not sync)
-            metrics.COMMITS.labels("ok").inc()
+            self.outcomes.committed(True)
             self._to_commit.clear()
         except Exception as exc:  # KafkaException: retried at the next interval
-            metrics.COMMITS.labels("error").inc()
+            self.outcomes.committed(False)
             log.warning("offset commit failed (will retry): %s", exc)
 
     def _buffered(self) -> int:
@@ -252,16 +240,13 @@ class FrameConsumer:
         """
         self.health.polled()
         buffered = self._buffered()
-        metrics.BUFFERED.set(buffered)
         now = time.monotonic()
-        if buffered:
-            self.report.busy_seconds += now - self._last_busy
+        self.outcomes.holding(buffered, len(self.in_flight), now - self._last_busy if buffered else 0.0)
         self._last_busy = now
-        limit = self.config.max_buffered * (REAL_TIME_HELD_FACTOR if self.config.real_time else 1)
-        room = min(limit - buffered, self.config.max_buffered)
+        room = self.policy.fetch_room(buffered)
         if room > 0 and not self.stopping:
             self._full_since = None
-            if self.paused and buffered <= limit // 2:
+            if self.paused and buffered <= self.policy.hold_limit // 2:
                 self._consumer.resume(self._consumer.assignment())
                 self.paused = False
             if not self.paused:
@@ -276,8 +261,12 @@ class FrameConsumer:
         return []
 
     def _done(self) -> bool:
-        cfg = self.config
-        return bool(cfg.max_frames) and self.report.processed + self.report.failed + self.report.dropped >= cfg.max_frames
+        return bool(self.config.max_frames) and self.outcomes.finished() >= self.config.max_frames
+
+    def _log_report(self) -> None:
+        started = self.outcomes.started
+        elapsed = time.monotonic() - started if started is not None else 0.0
+        log.info("\n%s", report.render(report.snapshot(self.outcomes.metrics), elapsed, self.config.max_frame_age_ms))
 
     async def run(self) -> int:
         cfg = self.config
@@ -309,7 +298,7 @@ class FrameConsumer:
                 ready_check = asyncio.get_running_loop().create_task(self.inference.check_ready())
                 next_ready_check = now + cfg.readiness_interval_s
             if now >= next_report:
-                log.info("\n%s", self.report.render())
+                self._log_report()
                 next_report = now + cfg.report_interval
             await asyncio.sleep(0 if messages else 0.002)
         if ready_check is not None:
@@ -319,13 +308,12 @@ class FrameConsumer:
 
     async def _drain(self) -> None:
         """Finish what was read, publish it, commit it, leave the group."""
-        cfg = self.config
         self.stopping = True
         self._fetch()
         log.info("stopping: finishing %d in-flight calls and %d buffered frames", len(self.in_flight), len(self.scheduler))
-        deadline = time.monotonic() + cfg.shutdown_timeout_s
+        deadline = Deadline.from_timeout(self.config.shutdown_timeout_s)
         while (self.scheduler or self.in_flight or any(s.pending for s in self.partitions.values())) \
-                and time.monotonic() < deadline:
+                and not deadline.expired:
             self.health.polled()
             self._shed()
             self._dispatch()
@@ -333,28 +321,10 @@ class FrameConsumer:
             await asyncio.sleep(0.005)
         for task in self.in_flight:
             task.cancel()
-        remaining = self._producer.flush(max(1.0, deadline - time.monotonic()))
+        remaining = self._producer.flush(max(1.0, deadline.remaining))
         if remaining:
             log.error("%d predictions not acknowledged before shutdown; their frames stay uncommitted", remaining)
         self._commit(sync=True)
         await self.inference.client.close()
         self._consumer.close()
-        log.info("\n%s", self.report.render())
-
-
-async def consume(config: ConsumerConfig) -> int:
-    consumer = FrameConsumer(config)
-    if config.metrics_port:
-        serve_http(config.metrics_host, config.metrics_port, consumer.health)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda: setattr(consumer, "stopping", True))
-    if config.debug_stall_s:
-        # A diagnostic, off by default: a real stall of the loop, to watch /livez fail.
-        loop.add_signal_handler(signal.SIGUSR1, _stall, config.debug_stall_s)
-    return await consumer.run()
-
-
-def _stall(seconds: float) -> None:
-    log.warning("SIGUSR1: blocking the event loop for %gs (--debug-stall-s diagnostic)", seconds)
-    time.sleep(seconds)
+        self._log_report()

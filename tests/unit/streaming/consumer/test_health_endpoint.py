@@ -9,7 +9,9 @@ import urllib.request
 import pytest
 
 from rtvi.streaming.consumer.health import Health, serve_http
-from rtvi.streaming.consumer_metrics import StreamLabels
+from prometheus_client import CollectorRegistry
+
+from rtvi.streaming.consumer.metrics import ConsumerMetrics, StreamLabels
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -23,7 +25,7 @@ def _get(port: int, path: str) -> tuple[int, str]:
 @pytest.fixture
 def endpoint():
     health = Health(liveness_timeout_s=0.3)
-    server = serve_http("127.0.0.1", 0, health)
+    server = serve_http("127.0.0.1", 0, health, ConsumerMetrics(CollectorRegistry()).registry)
     try:
         yield health, server.server_address[1]
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtvi.streaming.progress import from_prometheus, histogram_quantile
+from rtvi.streaming.probe import from_prometheus, histogram_quantile
 
 TEXT = """\
 # TYPE rtvi_consumer_frames_processed_total counter

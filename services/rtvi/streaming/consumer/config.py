@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rtvi.settings import require, setting
+from rtvi.streaming.consumer.dispatch import AdaptiveDispatch, Dispatch, FixedDispatch
 from rtvi.streaming.kafka_config import KafkaConfig
 
 
@@ -20,10 +21,19 @@ class ConsumerConfig(KafkaConfig):
     )
     model: str = setting("resnet18", "v2 model name to call")
     top_k: int = setting(5, "classes per prediction")
-    batch_size: int = setting(8, "frames per ModelInfer call (at most the server's max batch size)")
+    batch_size: int = setting(
+        8, "frames per ModelInfer call (at most the server's max batch size); with --dispatch adaptive, the most")
     batch_linger_ms: float = setting(5.0, "how long to wait for a batch to fill before sending it smaller")
     max_in_flight: int = setting(
-        8, "ModelInfer calls outstanding at once; enough to keep every inference pod's batcher fed"
+        8, "ModelInfer calls outstanding at once, enough to keep every inference pod's batcher fed; with "
+        "--dispatch adaptive, the most"
+    )
+    dispatch: str = setting(
+        "adaptive",
+        "real time only: adaptive learns frames per call and calls in flight from the round trips it measures, "
+        "within --batch-size and --max-in-flight, so that the round trip stays within half of --max-frame-age-ms; "
+        "fixed always uses the flags (keep-all mode always does)",
+        choices=("adaptive", "fixed"),
     )
     max_frame_age_ms: float = setting(
         0.0,
@@ -68,7 +78,8 @@ class ConsumerConfig(KafkaConfig):
     def real_time(self) -> bool:
         return self.max_frame_age_ms > 0
 
-    @property
-    def max_buffered(self) -> int:
-        """Frames held before the consumer pauses fetching."""
-        return self.batch_size * self.max_in_flight * 2
+    def dispatch_policy(self) -> Dispatch:
+        linger_s = self.batch_linger_ms / 1000
+        if self.real_time and self.dispatch == "adaptive":
+            return AdaptiveDispatch(self.batch_size, self.max_in_flight, linger_s, self.max_frame_age_ms / 1000)
+        return FixedDispatch(self.batch_size, self.max_in_flight, linger_s, self.real_time)

@@ -1,0 +1,66 @@
+"""Typed settings: flags and variables from one declaration, and back to a command line."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pytest
+
+from rtvi.deadline import Deadline
+from rtvi.local.config import UpConfig
+from rtvi.local.pipeline import plan
+from rtvi.serving.config import ServerConfig
+from rtvi.settings import add_arguments, from_namespace, secret_environment, to_argv
+from rtvi.streaming.consumer.config import ConsumerConfig
+from rtvi.streaming.producer_config import ProducerConfig
+
+
+def parse(cls, argv: list[str], environ: dict[str, str] | None = None):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, cls, environ or {})
+    return from_namespace(cls, parser.parse_args(argv))
+
+
+@pytest.mark.parametrize("config", [
+    ConsumerConfig(bootstrap_servers="b:9092", batch_size=3, max_frame_age_ms=250.5, inference_url="dns:///x:8001"),
+    ServerConfig(port=9001, channels_last=False, compile=True, precision="bf16", model="/models/m"),
+    ProducerConfig(source="images", images="/photos", loop=True, fps=2.5),
+    ConsumerConfig(),
+])
+def test_to_argv_parses_back_into_the_same_config(config):
+    assert parse(type(config), to_argv(config)) == config
+
+
+def test_secrets_never_reach_a_command_line_or_a_repr():
+    config = ConsumerConfig(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="rtvi",
+                            sasl_password="hunter2")
+    assert "hunter2" not in repr(config) and "hunter2" not in " ".join(to_argv(config))
+    assert secret_environment(config) == {"RTVI_SASL_PASSWORD": "hunter2"}
+    assert parse(ConsumerConfig, to_argv(config), secret_environment(config)) == config
+
+
+def test_up_offers_its_services_settings_as_declared_there_with_its_own_defaults():
+    up_help = {f.name: f.metadata["help"] for f in UpConfig.__dataclass_fields__.values()}
+    consumer_help = {f.name: f.metadata["help"] for f in ConsumerConfig.__dataclass_fields__.values()}
+    assert up_help["batch_size"] == consumer_help["batch_size"]
+    assert UpConfig().max_frame_age_ms == 300.0 and ConsumerConfig().max_frame_age_ms == 0.0
+
+
+def test_up_plans_each_service_from_its_own_config():
+    ports = iter(range(7000, 7100))
+    services = plan(UpConfig(streams=3, fps=5, batch_size=4, video="/clip.mp4"), "127.0.0.1:9092", "none", ports)
+    assert services.consumer.inference_url == services.inference_address == "127.0.0.1:7000"
+    assert (services.consumer.batch_size, services.consumer.max_frame_age_ms) == (4, 300.0)
+    assert services.consumer.model == services.server.served_name == "resnet18"
+    assert (services.producer.source, services.producer.video, services.producer.loop) == ("video", "/clip.mp4", True)
+    assert services.producer.streams == 3 and services.producer.fps == 5
+    assert "--metrics-port" in to_argv(services.consumer)
+
+
+def test_deadline():
+    deadline = Deadline.from_timeout(0.05)
+    assert not deadline.expired and 0 < deadline.remaining <= 0.05
+    time.sleep(0.06)
+    assert deadline.expired and deadline.remaining == 0
+    assert not Deadline.never().expired
