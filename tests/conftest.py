@@ -145,6 +145,18 @@ def server(tmp_path_factory, checkpoint) -> Iterator[InferenceServer]:
         srv.proc.terminate()
 
 
+@pytest.fixture(scope="session")
+def lite0_onnx(tmp_path_factory) -> Path:
+    """EfficientNet-Lite0 with its real ImageNet weights as an ONNX fp32 model directory, exported
+    once per session by `rtvi export` (about 20 s): tests that need real classification use it."""
+    out = tmp_path_factory.mktemp("lite0") / "lite0-onnx"
+    done = subprocess.run(rtvi_command("export", "--from-module", "tests.support.photos:efficientnet_lite0",
+                                       "--labels", "imagenet", "--format", "onnx", "--output", str(out)),
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    return out
+
+
 def jpeg_bytes(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
     """A deterministic synthetic JPEG (no data files needed)."""
     import cv2

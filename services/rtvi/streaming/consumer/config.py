@@ -41,6 +41,13 @@ class ConsumerConfig(KafkaConfig):
         "counted as dropped), streams are served in turn and frames beyond one round of calls are shed oldest first "
         "from the longest stream; 0 is keep-all mode: every frame is predicted, in order, however late",
     )
+    events_topic: str = setting(
+        "", "publish label-change events (and stream silent/resumed) to this topic, keyed by stream; empty: off")
+    event_min_frames: int = setting(3, "a new top-1 label makes an event once it held for this many predictions in a row")
+    event_min_score: float = setting(
+        float("-inf"), "predictions scoring below this (the record's top-1 score: logits for torchvision models) "
+        "count for no label, so they never make an event")
+    event_silence_s: float = setting(10.0, "a stream without predictions for this long makes a stream_silent event")
     request_timeout_s: float = setting(30.0, "deadline of one ModelInfer call")
     retry_backoff_max_s: float = setting(5.0, "longest wait between retries while the server is unavailable")
     commit_interval_s: float = setting(1.0, "how often finished offsets are committed")
@@ -73,6 +80,10 @@ class ConsumerConfig(KafkaConfig):
         require(self.stream_label_limit >= 0 and self.debug_stall_s >= 0,
                 "stream label limit and debug stall must be >= 0")
         require(self.topic != self.predictions_topic, "frames and predictions topics must differ")
+        require(self.events_topic not in (self.topic, self.predictions_topic),
+                "the events topic must differ from the frames and predictions topics")
+        require(self.event_min_frames >= 1 and self.event_silence_s > 0,
+                "event min frames must be >= 1 and event silence > 0 s")
 
     @property
     def real_time(self) -> bool:

@@ -101,6 +101,7 @@ class BatchInference:
         if len(results) != len(batch):
             raise RuntimeError(f"server answered {len(results)} results for {len(batch)} frames")
         for slot, top in zip(batch, results, strict=True):
+            slot.top1 = (top[0].label, top[0].score) if top else None
             slot.record = prediction_record(
                 slot.info, model=cfg.model, inference_ms=seconds * 1000,
                 top=[{"label": c.label, "index": c.index, "score": c.score} for c in top],

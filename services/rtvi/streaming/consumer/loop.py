@@ -35,6 +35,7 @@ from rtvi.deadline import Deadline
 from rtvi.streaming.consumer import report
 from rtvi.streaming.consumer.config import ConsumerConfig
 from rtvi.streaming.consumer.dispatch import Dispatch
+from rtvi.streaming.consumer.events import LabelEvents, event_record
 from rtvi.streaming.consumer.health import Health
 from rtvi.streaming.consumer.inference import BatchInference, Classifier
 from rtvi.streaming.consumer.offsets import PartitionState, Slot
@@ -47,6 +48,8 @@ log = logging.getLogger("rtvi.consume")
 
 # How long the pipeline may stay full before the partitions are paused.
 PAUSE_AFTER_S = 10.0
+# How often streams are checked for silence (events).
+SILENCE_CHECK_S = 1.0
 
 
 class KafkaConsumer(Protocol):
@@ -89,6 +92,10 @@ class FrameConsumer:
         self._consumer = consumer
         self._producer = producer
         self.inference = BatchInference(config, client, outcomes, health, policy, self._fail)
+        self.events = LabelEvents(config.event_min_frames, config.event_min_score, config.event_silence_s) \
+            if config.events_topic else None
+        self._next_silence_check = 0.0
+        self._streams_of: dict[int, set[str]] = {}  # partition -> streams seen there (events' state per stream)
 
     # --- Kafka callbacks (all on the loop thread, inside poll/consume) ---------
     def _on_assign(self, consumer, partitions) -> None:
@@ -106,6 +113,8 @@ class FrameConsumer:
             consumer.resume(partitions)
         for tp in partitions:
             self.outcomes.revoked(tp.topic, tp.partition)
+            if self.events is not None:
+                self.events.forget(self._streams_of.pop(tp.partition, set()))
             state = self.partitions.pop(tp.partition, None)
             if state:
                 state.revoked = True
@@ -114,15 +123,20 @@ class FrameConsumer:
         self.scheduler.discard(lambda slot: slot.partition.revoked)
         log.info("revoked partitions %s (unfinished frames there go to their next owner)", revoked)
 
-    def _on_delivery(self, slot: Slot, err: KafkaError | None, msg) -> None:
+    def _on_delivery(self, slot: Slot | None, topic: str, stream: str, value: bytes, err: KafkaError | None) -> None:
+        """A record's ack (or failure, then it is produced again). ``slot``: the frame it belongs to;
+        None for a stream_silent event, which belongs to no frame."""
         if err is not None:
             self.outcomes.publish_retried()
-            log.warning("prediction for %s#%d not delivered (%s); producing it again", slot.info.stream, slot.info.frame, err)
-            self._produce(slot)
+            log.warning("record of %s for %s not delivered (%s); producing it again", topic, stream, err)
+            self._produce(slot, topic, stream, value)
             return
-        slot.delivered = True
-        if not slot.failed:
-            self.outcomes.processed(slot.info.stream, slot.info.age_ms())
+        if slot is None:
+            return
+        if topic == self.config.predictions_topic and not slot.failed:
+            self.outcomes.processed(stream, slot.info.age_ms())
+        slot.unacked -= 1
+        slot.delivered = slot.unacked == 0
 
     # --- pipeline --------------------------------------------------------------
     def _accept(self, msg) -> None:
@@ -131,6 +145,7 @@ class FrameConsumer:
             return
         info = FrameInfo.from_record(msg.headers(), msg.key())
         slot = state.add(msg.offset(), info, msg.value() or b"")
+        self._streams_of.setdefault(state.partition, set()).add(info.stream)
         self.outcomes.consumed()
         age = info.age_ms()
         if self.config.real_time and age is not None and age > self.config.max_frame_age_ms:
@@ -188,24 +203,42 @@ class FrameConsumer:
             task.add_done_callback(self.in_flight.discard)
             self.ready_since = time.monotonic()
 
-    def _produce(self, slot: Slot) -> None:
+    def _produce(self, slot: Slot | None, topic: str, stream: str, value: bytes) -> None:
+        """Produce one record keyed by ``stream``, retrying while librdkafka's local queue is full."""
         while True:
             try:
-                self._producer.produce(
-                    self.config.predictions_topic, value=slot.record, key=slot.info.stream.encode(),
-                    on_delivery=lambda err, msg, s=slot: self._on_delivery(s, err, msg),
-                )
+                self._producer.produce(topic, value=value, key=stream.encode(),
+                                       on_delivery=lambda err, msg: self._on_delivery(slot, topic, stream, value, err))
                 return
             except BufferError:
                 self._producer.poll(0.05)
 
+    def _records(self, slot: Slot) -> list[tuple[str, bytes]]:
+        """A finished frame's records: its prediction (or error record), and the events it made."""
+        assert slot.record is not None
+        records = [(self.config.predictions_topic, slot.record)]
+        if self.events is not None and slot.top1 is not None and not slot.failed:
+            label, score = slot.top1
+            for event in self.events.observe(slot.info.stream, slot.info.frame, slot.info.capture_ns, label, score):
+                records.append((self.config.events_topic, event_record(event, self.config.model)))
+        return records
+
     def _publish(self) -> None:
+        """Each partition's finished frames in order: prediction and events produced together, and
+        the frame counts as delivered only once the broker acknowledged all of them."""
         for state in self.partitions.values():
             for slot in state.ready_to_publish():
                 if slot.skip:
                     slot.delivered = True
-                else:
-                    self._produce(slot)
+                    continue
+                records = self._records(slot)
+                slot.unacked = len(records)
+                for topic, value in records:
+                    self._produce(slot, topic, slot.info.stream, value)
+        if self.events is not None and time.monotonic() >= self._next_silence_check:
+            for event in self.events.silences():
+                self._produce(None, self.config.events_topic, event["stream"], event_record(event, self.config.model))
+            self._next_silence_check = time.monotonic() + SILENCE_CHECK_S
         self._producer.poll(0)
         for state in self.partitions.values():
             position = state.commit_position()

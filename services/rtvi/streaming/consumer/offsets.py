@@ -2,7 +2,8 @@
 
 At-least-once rests on two rules kept in this module: a frame's record is published
 only after every earlier frame of its partition has its record (or was skipped), and
-an offset is committed only once every frame before it was acknowledged by the broker.
+an offset is committed only once every frame before it was acknowledged by the broker
+(its prediction and any event it made: one unit of work).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ class Slot:
     info: FrameInfo
     value: bytes
     record: bytes | None = None  # the prediction or error record, once known
+    top1: tuple[str, float] | None = None  # the prediction's best label and score
     skip: bool = False  # dropped on purpose: committed without a record
     failed: bool = False  # its record is an error record
-    delivered: bool = False  # the broker acknowledged its record (or it was skipped)
+    unacked: int = 0  # records published for it (prediction, events) the broker has not acknowledged
+    delivered: bool = False  # the broker acknowledged all of them (or it was skipped)
 
 
 @dataclass(eq=False)

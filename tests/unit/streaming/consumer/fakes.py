@@ -137,26 +137,33 @@ class DeliveryError:
 class FakeProducer:
     """Records are acknowledged on ``poll``; ``fail_next`` deliveries fail first (and are produced again)."""
 
-    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value) of the predictions topic
+    topics: dict[str, list[bytes]] = field(default_factory=dict)  # every topic's acknowledged values
     fail_next: int = 0
+    held: set[str] = field(default_factory=set)  # topics whose records wait unacknowledged
     _pending: list = field(default_factory=list)
 
     def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
                 on_delivery: Callable | None = None) -> None:
-        self._pending.append((key, value, on_delivery))
+        self._pending.append((topic, key, value, on_delivery))
 
     def poll(self, timeout: float = -1) -> int:
         pending, self._pending = self._pending, []
-        for key, value, on_delivery in pending:
-            if self.fail_next:
+        for topic, key, value, on_delivery in pending:
+            if topic in self.held:
+                self._pending.append((topic, key, value, on_delivery))
+            elif self.fail_next:
                 self.fail_next -= 1
                 on_delivery(DeliveryError(), None)
             else:
-                self.records.append((key, value))
+                if topic == "predictions":
+                    self.records.append((key, value))
+                self.topics.setdefault(topic, []).append(value)
                 on_delivery(None, None)
         return len(pending)
 
     def flush(self, timeout: float = -1) -> int:
+        self.held.clear()
         self.poll(0)
         return len(self._pending)
 
@@ -167,7 +174,8 @@ def top(label: str) -> list[Classification]:
 
 @dataclass
 class FakeClassifier:
-    """Answers ``label`` for every image, after ``delay`` seconds; an image ``b"bad"`` makes the whole
+    """Answers ``label`` for every image (or the image's own bytes after ``b"label:"``), after ``delay``
+    seconds; an image ``b"bad"`` makes the whole
     call fail with INVALID_ARGUMENT (as the server rejects a batch holding one undecodable image);
     ``errors`` are raised first, one per call (retryable ones such as UNAVAILABLE)."""
 
@@ -189,7 +197,7 @@ class FakeClassifier:
             raise self.errors.pop(0)
         if b"bad" in images:
             raise InferenceError("INVALID_ARGUMENT", f"image {list(images).index(b'bad')} of {len(images)}: not a JPEG")
-        return [top(self.label) for _ in images]
+        return [top(image[6:].decode() if image.startswith(b"label:") else self.label) for image in images]
 
     async def ready(self, timeout: float = 5.0) -> bool:
         return self.ready_answer
