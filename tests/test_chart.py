@@ -411,6 +411,25 @@ def test_wiring(helm, chart):
             assert pod["securityContext"]["runAsNonRoot"] is True
 
 
+def test_events_topic_and_the_consumers_event_settings(helm, chart):
+    from rtvi.settings import env_name
+    from rtvi.streaming.consumer.config import ConsumerConfig
+
+    docs = render(helm, chart)
+    assert "RTVI_EVENTS_TOPIC" not in env_of(containers(docs, "Deployment", "-consumer")[0]), "off by default"
+    docs = render(helm, chart, "--set", "topics.events.enabled=true", "--set", "consumer.events.minScore=2.5",
+                  "--set", "consumer.events.minFrames=5")
+    topics = {t["metadata"]["name"]: t["spec"] for t in by_kind(docs, "Topic")}
+    assert topics["rtvi-events"]["overwriteTopicName"] == "events"
+    assert topics["rtvi-events"]["additionalConfig"]["retention.ms"] == "604800000"
+    env = env_of(containers(docs, "Deployment", "-consumer")[0])
+    assert (env["RTVI_EVENTS_TOPIC"], env["RTVI_EVENT_MIN_FRAMES"], env["RTVI_EVENT_MIN_SCORE"],
+            env["RTVI_EVENT_SILENCE_S"]) == ("events", "5", "2.5", "10")
+    # Every variable the chart gives the consumer is one of its settings.
+    settings = {env_name(f) for f in ConsumerConfig.__dataclass_fields__}
+    assert {name for name in env if name.startswith("RTVI_")} <= settings, set(env) - settings
+
+
 def test_liveness_timeout_is_passed_when_set(helm, chart):
     docs = render(helm, chart, "--set", "inference.livenessTimeoutSeconds=45")
     container = containers(docs, "Deployment", "-inference")[0]
