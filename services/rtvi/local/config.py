@@ -26,11 +26,11 @@ class UpConfig:
         "auto", "auto (pretrained if in the torch hub cache, else random with a loud warning), DEFAULT, none or a path"
     )
     precision: str = setting_of(ServerConfig, "precision")
-    # Real time by default: latency stays bounded when the machine cannot keep up; small
-    # batches keep the inference round trip short on few cores.
+    # Real time by default: latency stays bounded when the machine cannot keep up, and the
+    # consumer's adaptive dispatch sizes batches and calls within its upper bounds.
     max_frame_age_ms: float = setting_of(ConsumerConfig, "max_frame_age_ms", default=300.0)
-    batch_size: int = setting_of(ConsumerConfig, "batch_size", default=2)
-    max_in_flight: int = setting_of(ConsumerConfig, "max_in_flight", default=2)
+    batch_size: int = setting_of(ConsumerConfig, "batch_size")
+    max_in_flight: int = setting_of(ConsumerConfig, "max_in_flight")
     max_p95_ms: float = setting(
         0.0, "latency bound: exit 3 when p95 capture-to-prediction exceeds this many ms; 0 sets no bound"
     )
