@@ -265,6 +265,8 @@ async def run_view(config: ViewConfig) -> ExitCode:
         if server is not None:
             server.should_exit = True
 
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # a line per connection is not news
     reader = TopicReader(config, hub.ingest, asyncio.get_running_loop(), on_fatal=stop)
     server = _Server(uvicorn.Config(
         build_app(config, hub, reader), log_config=None, access_log=False, lifespan="off",
