@@ -67,7 +67,8 @@ class StandInConsumer(threading.Thread):
 
         self.frames, self.predictions = frames, predictions
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-view-stand-in",
-                                   "enable.auto.commit": False, "auto.offset.reset": "latest", "log_level": 0})
+                                   "enable.auto.commit": False, "auto.offset.reset": "latest", "log_level": 0,
+                                   "session.timeout.ms": 6000})
         self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 0})
         self._done = threading.Event()
         self.published = 0

@@ -279,6 +279,26 @@ def test_screenshot_of_the_grid(live_view, browser):
     assert not errors, errors
 
 
+def test_records_that_are_not_predictions_are_counted_and_skipped(live_view):
+    from confluent_kafka import Producer
+
+    from conftest import metric_sum
+
+    producer = Producer({"bootstrap.servers": live_view.broker.bootstrap_servers})
+    for value in (b"not json", b"[1, 2]", json.dumps({"stream": "x", "partition": "zero", "offset": 1}).encode(),
+                  b"\xff" * 1000):
+        producer.produce(live_view.topics["predictions"], value=value, key=b"hostile")
+    assert producer.flush(30) == 0
+
+    def invalid() -> float:
+        return metric_sum(http_get(f"{live_view.url}/metrics")[1].decode(), "rtvi_view_records_total",
+                          topic="predictions", outcome="invalid")
+
+    wait_for(lambda: invalid() >= 4, 30, "the records counted as invalid")
+    status, body = http_get(f"{live_view.url}/api/streams")
+    assert status == 200 and "hostile" not in {s["stream"] for s in json.loads(body)}
+
+
 def test_the_view_commits_nothing_and_answers_health_checks(live_view):
     assert http_get(f"{live_view.url}/livez")[0] == 200 and http_get(f"{live_view.url}/readyz")[0] == 200
     for topic in (live_view.topics["frames"], live_view.topics["predictions"]):
