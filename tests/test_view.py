@@ -299,6 +299,37 @@ def test_records_that_are_not_predictions_are_counted_and_skipped(live_view):
     assert status == 200 and "hostile" not in {s["stream"] for s in json.loads(body)}
 
 
+def upgrade_status(url: str, **headers: str) -> int:
+    """The HTTP status of a WebSocket handshake to /api/live (101: accepted)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=5)
+    try:
+        connection.request("GET", "/api/live", headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", **headers})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_other_sites_cannot_read_the_view(live_view):
+    """Bound to loopback, the view answers only to loopback names (no DNS rebinding), and its
+    WebSocket only to its own page (browsers let any site open one to any address)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    netloc = urlsplit(live_view.url).netloc
+    assert upgrade_status(live_view.url, Origin=live_view.url) == 101
+    assert upgrade_status(live_view.url, Origin="https://attacker.example") == 403
+    for host, expected in ((netloc, 200), (f"localhost:{netloc.rsplit(':', 1)[1]}", 200), ("attacker.example", 400)):
+        connection = http.client.HTTPConnection(netloc, timeout=5)
+        connection.request("GET", "/api/streams", headers={"Host": host})
+        assert connection.getresponse().status == expected, host
+        connection.close()
+
+
 def test_the_view_commits_nothing_and_answers_health_checks(live_view):
     assert http_get(f"{live_view.url}/livez")[0] == 200 and http_get(f"{live_view.url}/readyz")[0] == 200
     for topic in (live_view.topics["frames"], live_view.topics["predictions"]):

@@ -27,12 +27,16 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -73,7 +77,7 @@ class Snapshot:
 
     at: float
     summaries: dict[str, Summary]
-    headers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    headers: dict[tuple[str, bool], dict[str, Any]] = field(default_factory=dict)  # (stream, with history)
 
 
 class Hub:
@@ -131,9 +135,9 @@ async def _send_updates(websocket: WebSocket, hub: Hub, only: str | None) -> Non
             state = hub.state.streams.get(stream)
             if state is None:
                 continue
-            header = snapshot.headers.get(stream)
+            header = snapshot.headers.get((stream, only is not None))
             if header is None:
-                header = snapshot.headers[stream] = summary.as_dict()
+                header = snapshot.headers[stream, only is not None] = summary.as_dict()
                 if only is not None:
                     header["history"] = hub.state.history(stream)[-HISTORY_TAIL:]
             picture = state.picture if state.picture_version != sent_picture.get(stream, 0) else None
@@ -148,6 +152,19 @@ async def _send_updates(websocket: WebSocket, hub: Hub, only: str | None) -> Non
             metrics.UPDATES.labels("yes" if picture is not None else "no").inc()
             sent_header[stream] = header
         await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def allowed_hosts(config: ViewConfig) -> list[str]:
+    """Host names the page answers to. Bound to loopback, only loopback names: a web page
+    elsewhere cannot then reach it by pointing a DNS name of its own at 127.0.0.1 (DNS
+    rebinding) and read the cameras."""
+    if config.allowed_hosts:
+        return [host.strip() for host in config.allowed_hosts.split(",") if host.strip()]
+    try:
+        loopback = ip_address(config.host).is_loopback
+    except ValueError:
+        loopback = config.host == "localhost"
+    return ["localhost", "127.0.0.1", "::1", "[::1]"] if loopback else ["*"]
 
 
 def build_app(config: ViewConfig, hub: Hub, reader: TopicReader) -> Starlette:
@@ -183,6 +200,11 @@ def build_app(config: ViewConfig, hub: Hub, reader: TopicReader) -> Starlette:
                                  "X-Content-Type-Options": "nosniff"})
 
     async def live(websocket: WebSocket) -> None:
+        origin = websocket.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != websocket.headers.get("host"):
+            # Browsers let any site open a WebSocket to any address: only the view's own page may.
+            await websocket.close(code=1008)
+            return
         await websocket.accept()
         metrics.CLIENTS.inc()
         sender = asyncio.create_task(_send_updates(websocket, hub, websocket.query_params.get("stream")))
@@ -206,7 +228,9 @@ def build_app(config: ViewConfig, hub: Hub, reader: TopicReader) -> Starlette:
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[
+    hosts = allowed_hosts(config)
+    middleware = [] if hosts == ["*"] else [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
+    return Starlette(middleware=middleware, routes=[
         Route("/", page("index.html")),
         Route("/streams/{stream:path}", page("stream.html")),
         Route("/api/streams", api_streams),

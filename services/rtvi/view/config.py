@@ -19,6 +19,10 @@ class ViewConfig(KafkaConfig):
     )
     host: str = setting("127.0.0.1", "address the web page binds to (0.0.0.0 in a pod)")
     port: int = setting(8080, "HTTP port of the page, /api/streams, /livez, /readyz and /metrics")
+    allowed_hosts: str = setting(
+        "", "comma-separated Host names the page answers to (a reverse proxy's name, say); empty: localhost names "
+        "when --host is a loopback address (no DNS rebinding), any name otherwise",
+    )
     stale_after_s: float = setting(5.0, "a stream is marked stale when no prediction arrived for this many seconds")
     update_fps: float = setting(
         5.0, "most updates per second pushed to a browser per stream; newer frames replace ones not yet sent"

@@ -146,21 +146,21 @@ class StreamState:
         self.awaited: Prediction | None = None  # a prediction read before its frame
         self.recent: deque[tuple[float, int, float | None]] = deque()  # (received, predicted_ns, latency_ms)
         self.history: deque[tuple[int, float, float]] = deque(maxlen=history_points)
-        self._second: _LatencySecond | None = None
+        self.open_second: _LatencySecond | None = None  # the second of prediction time still filling
 
     def passed(self, key: tuple[int, int]) -> bool:
         """True when a prediction at or after ``key`` (same partition) was seen already."""
         return self.latest is not None and self.latest.partition == key[0] and key[1] <= self.latest.offset
 
-    def _record_latency(self, prediction: Prediction) -> None:
+    def record_latency(self, prediction: Prediction) -> None:
         if prediction.latency_ms is None:
             return
         second = prediction.predicted_ns // 1_000_000_000
-        if self._second is None or second > self._second.second:
-            if self._second is not None:
-                self.history.append(self._second.point())
-            self._second = _LatencySecond(second)
-        self._second.samples.append(prediction.latency_ms)
+        if self.open_second is None or second > self.open_second.second:
+            if self.open_second is not None:
+                self.history.append(self.open_second.point())
+            self.open_second = _LatencySecond(second)
+        self.open_second.samples.append(prediction.latency_ms)
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,7 @@ class ViewState:
         state.processed += 1
         state.classified = prediction
         state.recent.append((now, prediction.predicted_ns, prediction.latency_ms))
-        state._record_latency(prediction)
+        state.record_latency(prediction)
         if frame is not None:
             self._show(state, frame, prediction)
         elif not seen:
@@ -328,6 +328,6 @@ class ViewState:
         second still filling (a client replaces a point of the same second)."""
         state = self.streams[stream]
         points = list(state.history)
-        if state._second is not None:
-            points.append(state._second.point())
+        if state.open_second is not None:
+            points.append(state.open_second.point())
         return points

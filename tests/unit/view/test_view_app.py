@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-from rtvi.view.app import pack
+from rtvi.view.app import allowed_hosts, pack
+from rtvi.view.config import ViewConfig
 from test_packaging import NO_TORCH
 
 
@@ -25,3 +26,11 @@ def test_the_view_runs_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", NO_TORCH, "view", "--host", "203.0.113.7", "--port", "8080"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 2 and "rtvi view: cannot listen on 203.0.113.7:8080" in out.stderr, out.stderr
+
+
+def test_loopback_views_answer_to_loopback_names_only():
+    assert "localhost" in allowed_hosts(ViewConfig(host="127.0.0.1"))
+    assert "attacker.example" not in allowed_hosts(ViewConfig(host="::1"))
+    assert allowed_hosts(ViewConfig(host="0.0.0.0")) == ["*"], "in a pod: the Service and port-forward names vary"
+    assert allowed_hosts(ViewConfig(host="127.0.0.1", allowed_hosts="view.example, localhost")) == [
+        "view.example", "localhost"]
