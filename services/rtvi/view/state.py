@@ -206,7 +206,6 @@ class ViewState:
         self.frame_budget_bytes = frame_budget_bytes
         self.max_streams = max_streams
         self.streams: dict[str, StreamState] = {}
-        self.ignored_streams: set[str] = set()  # past max_streams, bounded by counting only
         self.ignored_records = 0
         self._frames: OrderedDict[tuple[int, int], Frame] = OrderedDict()  # waiting for a prediction, oldest first
         self._frame_bytes = 0
@@ -274,6 +273,7 @@ class ViewState:
         state.processed += 1
         state.classified = prediction
         state.recent.append((now, prediction.predicted_ns, prediction.latency_ms))
+        self._forget_old(state, now)
         state.record_latency(prediction)
         if frame is not None:
             self._show(state, frame, prediction)
@@ -293,10 +293,13 @@ class ViewState:
         state.picture_version += 1
 
     # --- output ------------------------------------------------------------------------------
-    def summary(self, stream: str, now: float) -> Summary:
-        state = self.streams[stream]
+    def _forget_old(self, state: StreamState, now: float) -> None:
         while state.recent and state.recent[0][0] < now - self.window_s:
             state.recent.popleft()
+
+    def summary(self, stream: str, now: float) -> Summary:
+        state = self.streams[stream]
+        self._forget_old(state, now)
         recent = list(state.recent)
         latencies = sorted(latency for _, _, latency in recent if latency is not None)
         fps = 0.0

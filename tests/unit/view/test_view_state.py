@@ -126,6 +126,15 @@ def test_fps_and_latency_percentiles_over_the_window():
     assert later.fps == 0 and later.p50_ms is None, "nothing in the window"
 
 
+def test_memory_stays_bounded_with_nobody_watching():
+    state = ViewState(window_s=10)
+    for i in range(1000):  # 100 s at 10 fps, no summary asked for
+        state.add_frame(frame(i), i / 10)
+        state.add_prediction(prediction(i, predicted_s=1000 + i / 10), i / 10)
+    assert len(state.streams["cam"].recent) <= 101 and state.buffered_bytes == 0
+    assert not state.streams["cam"].waiting
+
+
 def test_fps_is_not_inflated_by_a_burst_right_after_start():
     state = ViewState(window_s=10)
     for i in range(20):  # a backlog predicted at 100 fps, read in one go right after the view started
