@@ -171,7 +171,8 @@ def main() -> None:
          f"({r['images_per_s']:.0f} with an image)") for r in rows])
     worst = max(r["core_share"] for r in rows)
     verdict = "PASS" if worst < TARGET_CORE_SHARE else "FAIL"
-    print(f"{verdict}: the view's highest CPU share {worst * 100:.1f}% (target under {TARGET_CORE_SHARE * 100:.0f}% of one core)")
+    print(f"{verdict}: the view's highest CPU share {worst * 100:.1f}% "
+          f"(target under {TARGET_CORE_SHARE * 100:.0f}% of one core)")
     write_result("view", {"benchmark": "view", "args": {k: str(v) if isinstance(v, Path) else v
                                                         for k, v in vars(args).items()},
                           "broker": broker_kind, "rows": rows, "target_core_share": TARGET_CORE_SHARE,

@@ -31,7 +31,6 @@ from test_streaming_pipeline import wait_for
 SCREENSHOTS = REPO / "build" / "screenshots"
 STALE_AFTER_S = 3
 VIEW_GROUP = "rtvi-view-test"
-LIVE_STREAMS = ("cam-0", "cam-1", "photo-0")
 
 
 @dataclass
@@ -39,6 +38,7 @@ class LiveView:
     url: str
     broker: Any  # .bootstrap_servers
     topics: dict[str, str]  # frames, predictions
+    live_streams: tuple[str, ...]  # streams the pipeline keeps producing
 
 
 def http_get(url: str) -> tuple[int, bytes]:
@@ -83,7 +83,7 @@ def live_view(broker, tmp_path_factory) -> Iterator[LiveView]:
                                        "--synthetic-size", "320x240"), tmp / "produce-cams.log"))
         procs.append(Proc(rtvi_command(*produce, "--source", "images", "--images", str(photo_folder(tmp / "photos")),
                                        "--loop", "--stream-prefix", "photo", "--fps", "2"), tmp / "produce-photos.log"))
-        yield LiveView(url, broker, topics)
+        yield LiveView(url, broker, topics, live_streams=("cam-0", "cam-1", "photo-0"))
         assert view.popen.poll() is None, f"the view stopped:\n{view.output}"
     finally:
         for proc in reversed(procs):
@@ -184,7 +184,7 @@ def test_one_tile_per_stream_labelled_with_its_latest_prediction(live_view, brow
     for stream, tile in page.items():
         if stream.startswith("still-"):  # stopped: the page shows exactly the broker's latest record
             assert tile["label"] == final[stream]["top"][0]["label"], (stream, tile, final[stream]["top"][0])
-        elif stream in LIVE_STREAMS:  # moving: the label of the frame shown, one of the newest
+        elif stream in live_view.live_streams:  # moving: the label of the frame shown, one of the newest
             shown = next(r for r in records if r["stream"] == stream and str(r["frame"]) == tile["frame"])
             assert tile["label"] == shown["top"][0]["label"], (stream, tile, shown)
             # Read from the broker before the page was: the page may lag it by an update or two.
@@ -203,7 +203,7 @@ def test_one_tile_per_stream_labelled_with_its_latest_prediction(live_view, brow
         produced = next(value for partition, offset, _, value in read_all(live_view, live_view.topics["frames"])
                         if (partition, offset) == (record["partition"], record["offset"]))
         assert status == 200 and image == produced
-    for stream in LIVE_STREAMS:
+    for stream in live_view.live_streams:
         assert api[stream]["fps"] > 0 and 0 < api[stream]["p50_ms"] <= api[stream]["p95_ms"], api[stream]
 
 
@@ -214,21 +214,22 @@ def test_a_stream_that_stops_is_marked_stale(live_view, browser, tmp_path):
     tile = wait_for(lambda: (lambda t: t if t["state"] == "stale" else None)(tiles(browser)["quiet-0"]),
                     STALE_AFTER_S + 10, "the stale mark")
     assert tile["mark"].startswith("STALE: no prediction for"), tile
-    assert all(tiles(browser)[stream]["state"] == "live" for stream in LIVE_STREAMS)
+    assert all(tiles(browser)[stream]["state"] == "live" for stream in live_view.live_streams)
 
 
 def test_the_tiles_images_update(live_view, browser):
     open_grid(browser, live_view)
-    wait_for(lambda: all(tiles(browser).get(s, {}).get("frame") for s in LIVE_STREAMS), 60, "live tiles with images")
+    wait_for(lambda: all(tiles(browser).get(s, {}).get("frame") for s in live_view.live_streams), 60,
+             "live tiles with images")
 
     def pictures() -> dict[str, bytes]:
         return {s: browser.find_element("css selector", f'.tile[data-stream="{s}"] .picture').screenshot_as_png
-                for s in LIVE_STREAMS}
+                for s in live_view.live_streams}
 
     before, frames_before = pictures(), tiles(browser)
     time.sleep(3)
     after, frames_after = pictures(), tiles(browser)
-    for stream in LIVE_STREAMS:
+    for stream in live_view.live_streams:
         assert int(frames_after[stream]["frame"]) > int(frames_before[stream]["frame"]), stream
         assert after[stream] != before[stream], f"{stream}: the same picture 3 s apart"
 
@@ -236,8 +237,8 @@ def test_the_tiles_images_update(live_view, browser):
 def test_a_stream_whose_frames_fail_shows_its_error(live_view, browser):
     produce_corrupt(live_view, "broken-0", 4)
     open_grid(browser, live_view)
-    record = wait_for(lambda: (lambda r: r if r and r["frame"] == 3 else None)(latest_predictions(live_view).get("broken-0")),
-                      60, "the error records of the corrupt frames")
+    record = wait_for(lambda: (lambda r: r if r and r["frame"] == 3 else None)(
+        latest_predictions(live_view).get("broken-0")), 60, "the error records of the corrupt frames")
     assert "INVALID_ARGUMENT" in record["error"]
     tile = wait_for(lambda: (lambda t: t if t and t["error"].endswith(record["error"]) else None)(
         tiles(browser).get("broken-0")), 30, "the error on the page")
@@ -249,11 +250,12 @@ def test_a_stream_whose_frames_fail_shows_its_error(live_view, browser):
 
 
 def test_the_stream_page_charts_its_latency(live_view, browser):
-    browser.get(f"{live_view.url}/streams/cam-0")
+    stream = live_view.live_streams[0]
+    browser.get(f"{live_view.url}/streams/{stream}")
     try:
         wait_for(lambda: browser.execute_script("return document.querySelector('.tile')?.dataset.frame"), 30,
                  "the stream page's tile")
-        status, body = http_get(f"{live_view.url}/api/streams/cam-0")
+        status, body = http_get(f"{live_view.url}/api/streams/{stream}")
         history = json.loads(body)["history"]
         assert status == 200 and history and all(p50 <= p95 for _, p50, p95 in history)
         drawn = browser.execute_script(
@@ -269,7 +271,7 @@ def test_the_stream_page_charts_its_latency(live_view, browser):
 
 def test_screenshot_of_the_grid(live_view, browser):
     open_grid(browser, live_view)
-    wait_for(lambda: all(tiles(browser).get(s, {}).get("frame") for s in LIVE_STREAMS), 60, "live tiles")
+    wait_for(lambda: all(tiles(browser).get(s, {}).get("frame") for s in live_view.live_streams), 60, "live tiles")
     time.sleep(0.5)  # the images just set are drawn
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / "view.png"

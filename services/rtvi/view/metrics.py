@@ -12,6 +12,6 @@ RECORDS = Counter(
 )
 STREAMS = Gauge("rtvi_view_streams", "Streams shown")
 CLIENTS = Gauge("rtvi_view_clients", "Browsers connected for live updates")
-UPDATES = Counter("rtvi_view_updates_sent_total", "Tile updates pushed to browsers, by whether they carried a new image",
-                  ["image"])
+UPDATES = Counter("rtvi_view_updates_sent_total",
+                  "Tile updates pushed to browsers, by whether they carried a new image", ["image"])
 BUFFERED_BYTES = Gauge("rtvi_view_buffered_frame_bytes", "Bytes of frames held until their prediction arrives")

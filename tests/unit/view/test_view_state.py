@@ -12,7 +12,8 @@ from rtvi.view.state import Frame, Label, Prediction, ViewState, percentile
 SECOND_NS = 1_000_000_000
 
 
-def frame(offset: int, stream: str = "cam", partition: int = 0, data: bytes = b"jpeg", content_type: str = "image/jpeg") -> Frame:
+def frame(offset: int, stream: str = "cam", partition: int = 0, data: bytes = b"jpeg",
+          content_type: str = "image/jpeg") -> Frame:
     return Frame(stream, partition, offset, frame=offset, content_type=content_type, data=data + str(offset).encode())
 
 
@@ -27,7 +28,8 @@ def test_parses_the_record_the_consumer_writes():
     info = FrameInfo("cam-1", 7, capture_ns=1)
     ok = Prediction.from_json(prediction_record(info, model="m", top=[{"label": "tabby", "index": 281, "score": 0.8}],
                                                 source=(3, 42)))
-    assert (ok.stream, ok.partition, ok.offset, ok.frame, ok.top, ok.error) == ("cam-1", 3, 42, 7, (Label("tabby", 0.8),), None)
+    assert (ok.stream, ok.partition, ok.offset, ok.frame, ok.top, ok.error) == (
+        "cam-1", 3, 42, 7, (Label("tabby", 0.8),), None)
     assert ok.latency_ms > 0
     failed = Prediction.from_json(prediction_record(info, model="m", error="INVALID_ARGUMENT: bad jpeg", source=(0, 1)))
     assert failed.error == "INVALID_ARGUMENT: bad jpeg" and failed.top == ()
@@ -147,7 +149,8 @@ def test_history_has_one_point_per_second_of_prediction_time():
     state = ViewState(history_s=3)
     for second in range(5):
         for latency in (10.0, 20.0, 30.0, 40.0):
-            state.add_prediction(prediction(second * 100 + int(latency), latency=latency + second, predicted_s=2000 + second + latency / 100), 0.0)
+            state.add_prediction(prediction(second * 100 + int(latency), latency=latency + second,
+                                            predicted_s=2000 + second + latency / 100), 0.0)
     history = state.history("cam")
     assert [p[0] for p in history] == [2001, 2002, 2003, 2004], "the last 3 closed seconds and the open one"
     assert history[-1] == (2004, 24.0, 44.0)
