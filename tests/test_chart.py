@@ -635,3 +635,78 @@ def test_readme_install_commands_match_skaffold():
     topics = readme.index(f"kubectl -n {rtvi['namespace']} delete topics.cluster.redpanda.com")
     controller = readme.index(f"helm uninstall redpanda-controller --namespace {operator['namespace']}")
     assert topics < release < controller, "topics, then the release, then the operator"
+
+
+# --- the optional view (`rtvi view`) -----------------------------------------------------------------
+
+def test_the_view_is_off_by_default(helm, chart):
+    docs = render(helm, chart)
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-view")]
+
+
+def test_the_view_runs_the_consumer_image_behind_a_cluster_ip_service(helm, chart, tmp_path):
+    from rtvi.settings import env_name
+    from rtvi.view.config import ViewConfig
+
+    docs = render(helm, chart, "--set", "view.enabled=true", "--set", "consumer.image.tag=t1")
+    view = one(docs, "Deployment", "-view")
+    pod = view["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    consumer = containers(docs, "Deployment", "-consumer")[0]
+    assert container["image"] == consumer["image"] == "rtvi-consumer:t1" and container["args"] == ["view"]
+    env, consumer_env = env_of(container), env_of(consumer)
+    assert set(env) <= {env_name(f) for f in ViewConfig.__dataclass_fields__}, "every variable is a ViewConfig field"
+    for name in ("RTVI_BOOTSTRAP_SERVERS", "RTVI_TOPIC", "RTVI_PREDICTIONS_TOPIC", "RTVI_MAX_FRAME_BYTES"):
+        assert env[name] == consumer_env[name], name
+    assert env["RTVI_GROUP"] == "rtvi-view" != consumer_env["RTVI_GROUP"]
+    assert env["RTVI_HOST"] == "0.0.0.0"
+    port = next(p for p in container["ports"] if p["name"] == "http")
+    assert port["containerPort"] == int(env["RTVI_PORT"]) == 8080
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    service = one(docs, "Service", "-view")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == view["spec"]["selector"]["matchLabels"]
+    assert view["spec"]["selector"]["matchLabels"] != one(docs, "Deployment", "-consumer")["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    manifest = tmp_path / "view.yaml"
+    manifest.write_text(yaml.safe_dump_all([view, service]))
+    validator = Path(sys.executable).with_name("kubernetes-validate")
+    for version in (K8S_VERSIONS[0], K8S_VERSIONS[-1]):
+        out = subprocess.run([str(validator), "--strict", "-k", version, str(manifest)], capture_output=True, text=True)
+        assert out.returncode == 0 and "ERROR" not in out.stdout, f"{version}:\n{out.stdout}{out.stderr}"
+
+
+def test_the_view_settings_reach_its_variables(helm, chart):
+    docs = render(helm, chart, *set_args({"view.enabled": "true", "view.port": "9090", "view.group": "wall",
+                                          "view.staleAfterSeconds": "12", "view.updateFps": "2",
+                                          "view.frameBufferMb": "32"}))
+    env = env_of(containers(docs, "Deployment", "-view")[0])
+    assert {k: env[k] for k in ("RTVI_PORT", "RTVI_GROUP", "RTVI_STALE_AFTER_S", "RTVI_UPDATE_FPS",
+                                "RTVI_FRAME_BUFFER_MB")} == {"RTVI_PORT": "9090", "RTVI_GROUP": "wall",
+                                                             "RTVI_STALE_AFTER_S": "12", "RTVI_UPDATE_FPS": "2",
+                                                             "RTVI_FRAME_BUFFER_MB": "32"}
+    assert one(docs, "Service", "-view")["spec"]["ports"][0]["port"] == 9090
+
+
+def test_the_view_reaches_kafka_as_the_consumer_does(helm, chart):
+    docs = render(helm, chart, *set_args({
+        "view.enabled": "true", "redpanda.enabled": "false", "kafka.bootstrapServers": "kafka:9093",
+        "kafka.securityProtocol": "SASL_SSL", "kafka.sasl.mechanism": "SCRAM-SHA-512", "kafka.sasl.username": "rtvi",
+        "kafka.sasl.passwordSecret.name": "kafka-auth", "kafka.tls.caSecret.name": "kafka-ca"}))
+    view = one(docs, "Deployment", "-view")["spec"]["template"]["spec"]
+    assert_kafka_security(view, view["containers"][0], "SASL_SSL", ("SCRAM-SHA-512", "rtvi", "kafka-auth", "password"),
+                          ("kafka-ca", "ca.crt"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "view.updateFps=0"], "view.updateFps"),
+    (["--set", "view.port=http"], "view.port: Invalid type. Expected: integer, given: string"),
+    (["--set", "view.colour=red"], "Additional property colour is not allowed"),
+])
+def test_wrong_view_values_fail_with_a_clear_message(helm, chart, args, message):
+    assert message in render_error(helm, chart, *args)

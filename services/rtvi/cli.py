@@ -23,6 +23,7 @@ from rtvi.local.config import UpConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.streaming.consumer.config import ConsumerConfig
 from rtvi.streaming.producer_config import ProducerConfig
+from rtvi.view.config import ViewConfig
 
 
 def _setup_logging(level: str) -> None:
@@ -49,6 +50,12 @@ def _consume(args: argparse.Namespace) -> ExitCode:
     from rtvi.streaming.consumer.run import consume
 
     return asyncio.run(consume(from_namespace(ConsumerConfig, args)))
+
+
+def _view(args: argparse.Namespace) -> ExitCode:
+    from rtvi.view.app import run_view
+
+    return asyncio.run(run_view(from_namespace(ViewConfig, args)))
 
 
 def _up(args: argparse.Namespace) -> ExitCode:
@@ -94,6 +101,14 @@ COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], ExitCode], str]] 
         _consume,
         "Classify frames from a Kafka/Redpanda topic with a v2 inference service and publish one "
         "prediction per frame (at-least-once; offsets committed after predictions are acknowledged).",
+    ),
+    "view": (
+        ViewConfig,
+        _view,
+        "Serve a live web page of every stream: its latest classified frame with the top-k labels drawn over it, "
+        "processed fps, p50/p95 capture-to-prediction latency, dropped and failed counts, stale and failed marks, "
+        "and a latency chart per stream; plus GET /api/streams, /livez, /readyz and /metrics. Reads the frames and "
+        "predictions topics from their latest offsets, joins no consumer group and commits nothing.",
     ),
     "up": (
         UpConfig,
