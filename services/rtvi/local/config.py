@@ -8,6 +8,7 @@ from rtvi.serving.config import ServerConfig
 from rtvi.settings import require, setting, setting_of
 from rtvi.streaming.consumer.config import ConsumerConfig
 from rtvi.streaming.producer_config import ProducerConfig
+from rtvi.view.config import ViewConfig
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class UpConfig:
     max_frame_age_ms: float = setting_of(ConsumerConfig, "max_frame_age_ms", default=300.0)
     batch_size: int = setting_of(ConsumerConfig, "batch_size")
     max_in_flight: int = setting_of(ConsumerConfig, "max_in_flight")
+    view: bool = setting(True, "start `rtvi view`, the live web page of every stream with its predictions, "
+                               "on 127.0.0.1 and print its URL")
+    view_port: int = setting_of(ViewConfig, "port")
     max_p95_ms: float = setting(
         0.0, "latency bound: exit 3 when p95 capture-to-prediction exceeds this many ms; 0 sets no bound"
     )

@@ -10,6 +10,7 @@ one line before anything starts.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
@@ -26,11 +27,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rtvi.deadline import Deadline
-from rtvi.errors import ExitCode, WorkFailed
+from rtvi.errors import BadInput, ExitCode, WorkFailed
 from rtvi.local.broker import TansuBroker
 from rtvi.local.config import UpConfig
 from rtvi.local.status import judge, status_line
-from rtvi.net import free_port
+from rtvi.net import free_port, port_free
 from rtvi.serving.config import ServerConfig
 from rtvi.settings import ENV_PREFIX, secret_environment, to_argv
 from rtvi.streaming.consumer import report
@@ -38,6 +39,7 @@ from rtvi.streaming.consumer.config import ConsumerConfig
 from rtvi.streaming.kafka_config import KafkaConfig, check_broker, ensure_topics
 from rtvi.streaming.probe import PodMetrics, from_samples, healthy, read_samples, scrape, wait_idle
 from rtvi.streaming.producer_config import ProducerConfig
+from rtvi.view.config import ViewConfig
 from rtvi.streaming.sources import check_capture
 
 log = logging.getLogger("rtvi.up")
@@ -89,6 +91,7 @@ class Plan:
     server: ServerConfig
     consumer: ConsumerConfig
     producer: ProducerConfig
+    view: ViewConfig | None
 
     @property
     def inference_address(self) -> str:
@@ -97,6 +100,11 @@ class Plan:
     @property
     def consumer_url(self) -> str:
         return f"http://{self.consumer.metrics_host}:{self.consumer.metrics_port}"
+
+    @property
+    def view_url(self) -> str:
+        assert self.view is not None
+        return f"http://{self.view.host}:{self.view.port}"
 
 
 def plan(config: UpConfig, bootstrap: str, weights: str, ports: Iterator[int]) -> Plan:
@@ -119,7 +127,9 @@ def plan(config: UpConfig, bootstrap: str, weights: str, ports: Iterator[int]) -
         source = {"source": "synthetic", "streams": config.streams}
     producer = ProducerConfig(bootstrap_servers=bootstrap, topic=FRAMES, duration=config.duration, fps=config.fps,
                               report_interval=0, **source)
-    return Plan(server, consumer, producer)
+    view = ViewConfig(bootstrap_servers=bootstrap, topic=FRAMES, predictions_topic=PREDICTIONS, host="127.0.0.1",
+                      port=config.view_port) if config.view else None
+    return Plan(server, consumer, producer, view)
 
 
 def serving(address: str) -> bool:
@@ -155,6 +165,11 @@ def _preflight(config: UpConfig) -> None:
         check_capture(config.video)
     elif config.camera >= 0:
         check_capture(config.camera)
+    if config.view:
+        if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
+            raise BadInput("the live view needs its packages: pip install 'rtvi[view]', or pass --no-view")
+        if not port_free("127.0.0.1", config.view_port):
+            raise BadInput(f"port {config.view_port} on 127.0.0.1 is in use: pass --view-port PORT or --no-view")
     if config.bootstrap_servers:
         check_broker(KafkaConfig(bootstrap_servers=config.bootstrap_servers), timeout=3.0)
 
@@ -208,6 +223,11 @@ def run_pipeline(config: UpConfig) -> ExitCode:
         services.append(consumer)
         _wait_ready(consumer, lambda: healthy(f"{services_plan.consumer_url}/readyz"), 60, stopped,
                     "the consumer (/readyz)")
+        if services_plan.view is not None:
+            view = Service("view", services_plan.view, work_dir)
+            services.append(view)
+            _wait_ready(view, lambda: healthy(f"{services_plan.view_url}/readyz"), 60, stopped, "the live view")
+            log.info("live view of every stream: %s/", services_plan.view_url)
         producer = Service("produce", services_plan.producer, work_dir)
         services.append(producer)
         mode = (f"real time (frames older than {config.max_frame_age_ms:g} ms are dropped)" if config.max_frame_age_ms
@@ -237,6 +257,8 @@ def run_pipeline(config: UpConfig) -> ExitCode:
         if samples is not None:
             print(report.render(samples, time.monotonic() - started, config.max_frame_age_ms))
         print(f"logs: {work_dir}")
+        if services_plan.view is not None:
+            print(f"live view (while it ran): {services_plan.view_url}/")
         if producer_rc or consumer_rc:
             raise WorkFailed(f"producer exited {producer_rc}, consumer exited {consumer_rc}; see {work_dir}")
         verdict = judge(None if samples is None else from_samples("local", samples), config.max_p95_ms)
