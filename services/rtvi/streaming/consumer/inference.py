@@ -33,7 +33,8 @@ class BatchInference:
         self.report = report
         self.health = health
         self._fail = fail
-        self.client = InferenceClient(config.inference_url, config.model, config.max_record_bytes * config.batch_size)
+        self.client = InferenceClient(config.inference_url, config.model, config.max_record_bytes * config.batch_size,
+                                      tls=config.inference_tls)
 
     async def infer(self, batch: list[Slot]) -> None:
         """Classify a batch; whatever goes wrong, every frame ends with a record."""
