@@ -174,6 +174,28 @@ def test_frames_flow_over_mutual_tls(tmp_path, broker, topics, mtls_server, pki)
     assert metric_sum(mtls_server.metrics_text(), "rtvi_inference_images_total") >= streams * frames
 
 
+def test_tritonclient_calls_the_mutual_tls_server(mtls_server, pki):
+    """The peer client Triton users have, with its own TLS options, through a name override
+    (as from a laptop through a port-forward to the regular Service)."""
+    import numpy as np
+    import tritonclient.grpc as triton
+
+    from conftest import jpeg_bytes
+
+    client = triton.InferenceServerClient(
+        f"127.0.0.1:{mtls_server.port}", ssl=True, root_certificates=str(pki.ca.pem),
+        private_key=str(pki.client.key), certificate_chain=str(pki.client.cert),
+        channel_args=[("grpc.ssl_target_name_override", "localhost")])
+    try:
+        assert client.is_model_ready("resnet18")
+        images = triton.InferInput("images", [2], "BYTES")
+        images.set_data_from_numpy(np.array([jpeg_bytes(seed=1), jpeg_bytes(seed=2)], dtype=np.object_))
+        result = client.infer("resnet18", [images], outputs=[triton.InferRequestedOutput("logits", class_count=3)])
+        assert result.as_numpy("logits").shape == (2, 3)
+    finally:
+        client.close()
+
+
 # --- a consumer that cannot work stops at once, with one line ----------------------------------------
 
 REFUSALS = {
