@@ -136,10 +136,9 @@ def test_probes_pass_on_the_plaintext_health_port_while_the_serving_port_takes_m
 
 def test_the_producer_jobs_frames_are_classified_over_mutual_tls(release):
     cluster = release.cluster
-    job = next(j for j in cluster.get("jobs", "-n", NAMESPACE)["items"]
-               if j["metadata"]["labels"].get("app.kubernetes.io/component") == "producer")
-    cluster.kubectl("-n", NAMESPACE, "wait", "--for=condition=complete", f"job/{job['metadata']['name']}",
-                    "--timeout=300s", timeout=330)
+    cluster.kubectl("-n", NAMESPACE, "wait", "--for=condition=complete", "job", "-l",
+                    f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=producer", "--timeout=300s",
+                    timeout=330)
     produced = STREAMS * FPS * DURATION
     predictions = read_predictions(release.broker, "predictions", produced, timeout=300)
     classified = {(p["stream"], p["frame"]) for p in predictions if "top" in p}
