@@ -57,7 +57,7 @@ class PemFiles:
     cert: str = ""
     key: str = ""
     ca: str = ""
-    flags: tuple[str, str, str] = field(default=("--tls-cert", "--tls-key", "--tls-ca"), compare=False)
+    flags: tuple[str, str, str] = field(default=("certificate", "private key", "CA bundle"), compare=False)
 
     def paths(self) -> list[str]:
         return [path for path in (self.cert, self.key, self.ca) if path]
