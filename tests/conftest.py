@@ -93,6 +93,7 @@ class InferenceServer:
         self.port = port or free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.health_address = self.address  # a TLS server answers plaintext health on its --health-port
         self.proc = Proc(
             rtvi_command(
                 "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -107,7 +108,7 @@ class InferenceServer:
         while time.monotonic() < deadline:
             if self.proc.popen.poll() is not None:
                 raise AssertionError(f"server exited early:\n{self.proc.output}")
-            if health_status(self.address) == health_pb2.HealthCheckResponse.SERVING:
+            if health_status(self.health_address) == health_pb2.HealthCheckResponse.SERVING:
                 return
             time.sleep(0.1)
         raise AssertionError(f"server not SERVING after {timeout}s:\n{self.proc.output}")

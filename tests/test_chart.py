@@ -22,7 +22,7 @@ import yaml
 
 from conftest import REPO
 from support.stub_operator import CHART_NAME, CHART_REPOSITORY, CHART_VERSION, build_stub_operator
-from support.tools import helm_binary
+from support.tools import go_module_file, helm_binary
 
 CHART = REPO / "charts" / "rtvi"
 REDPANDA_DATA = REPO.parent / "shared" / "redpanda"
@@ -586,6 +586,10 @@ def test_redpanda_tls_and_sasl_switch_every_client(helm, chart):
      "set that request, or set inference.threads"),
 ])
 def test_wrong_values_fail_with_a_clear_message(helm, chart, args, message):
+    assert_render_fails(helm, chart, args, message)
+
+
+def assert_render_fails(helm: str, chart: Path, args: list[str], message: str) -> None:
     assert message in render_error(helm, chart, *args)
     lint = subprocess.run([helm, "lint", "--strict", str(chart), *args], capture_output=True, text=True)
     # helm lint reports a template's `fail` as [INFO] with exit 0 (schema errors do fail
@@ -710,3 +714,266 @@ def test_the_view_reaches_kafka_as_the_consumer_does(helm, chart):
 ])
 def test_wrong_view_values_fail_with_a_clear_message(helm, chart, args, message):
     assert message in render_error(helm, chart, *args)
+# --- mutual TLS between the consumers and the inference server ------------------------------------
+
+CERT_MANAGER_MODULE = "github.com/cert-manager/cert-manager@v1.21.2"
+CERTIFICATE_CRD = "deploy/crds/cert-manager.io_certificates.yaml"
+TLS_MODES = {
+    "existing-secrets": {"inference.tls.enabled": "true", "inference.tls.server.secretName": "inference-tls",
+                         "inference.tls.client.secretName": "consumer-tls"},
+    "cert-manager": {"inference.tls.enabled": "true", "inference.tls.certManager.enabled": "true",
+                     "inference.tls.certManager.issuerRef.name": "rtvi-ca", "inference.tls.certManager.issuerRef.kind":
+                     "ClusterIssuer"},
+}
+
+
+@pytest.fixture(scope="module")
+def certificate_schema() -> dict:
+    """The openAPIV3Schema of cert-manager's own Certificate CRD (cert-manager.io/v1), from its Go module."""
+    path = go_module_file(CERT_MANAGER_MODULE, CERTIFICATE_CRD)
+    if path is None:
+        pytest.skip("go not found: cert-manager's CRD comes from its Go module")
+    crd = yaml.safe_load(path.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    assert version["served"] and version["storage"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def unknown_fields(value, schema: dict, path: str = "") -> list[str]:
+    """Fields the schema does not declare: the API server would prune them silently (a typo in
+    a template), so they are checked as `kubectl apply --validate=strict` would."""
+    if isinstance(value, dict) and "properties" in schema:
+        return [problem for key, item in value.items()
+                for problem in ([f"{path}.{key}"] if key not in schema["properties"]
+                                else unknown_fields(item, schema["properties"][key], f"{path}.{key}"))]
+    if isinstance(value, list) and "items" in schema:
+        return [problem for i, item in enumerate(value) for problem in unknown_fields(item, schema["items"], f"{path}[{i}]")]
+    return []
+
+
+def mounted_secret(pod: dict, container: dict, path: str) -> str:
+    """The Secret a file path in a container comes from (a whole-Secret mount: rotations arrive)."""
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert "subPath" not in mount, "a subPath mount never sees a rotated Secret"
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    return volume["secret"]["secretName"]
+
+
+def pod_and_container(docs: list[dict], suffix: str) -> tuple[dict, dict]:
+    pod = one(docs, "Deployment", suffix)["spec"]["template"]["spec"]
+    return pod, pod["containers"][0]
+
+
+@pytest.mark.parametrize("mode", TLS_MODES)
+def test_tls_renders_and_validates(helm, chart, mode, tmp_path):
+    docs = render(helm, chart, *set_args({**TLS_MODES[mode], "networkPolicy.enabled": "true",
+                                          "producer.enabled": "true"}))
+    kinds = {k: len(by_kind(docs, k)) for k in {d["kind"] for d in docs}}
+    certificates = 2 if mode == "cert-manager" else 0
+    assert kinds == {**EXPECTED_KINDS["default"], "Job": 1, "NetworkPolicy": 3,
+                     **({"Certificate": certificates} if certificates else {})}, kinds
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    validator = Path(sys.executable).with_name("kubernetes-validate")
+    for version in K8S_VERSIONS:
+        out = subprocess.run([str(validator), "--strict", "-k", version, str(manifest)], capture_output=True, text=True)
+        assert out.returncode == 0 and "ERROR" not in out.stdout, f"{mode} @ {version}:\n{out.stdout}{out.stderr}"
+
+
+@pytest.mark.parametrize("mode", TLS_MODES)
+def test_tls_wiring_is_what_serve_and_consume_read(helm, chart, mode):
+    from rtvi.serving.config import ServerConfig
+    from rtvi.settings import env_name
+    from rtvi.streaming.consumer.config import ConsumerConfig
+
+    docs = render(helm, chart, *set_args(TLS_MODES[mode]))
+    server_secret, client_secret = {"existing-secrets": ("inference-tls", "consumer-tls"),
+                                    "cert-manager": ("rtvi-inference-tls", "rtvi-consumer-tls")}[mode]
+    pod, server = pod_and_container(docs, "-inference")
+    env = env_of(server)
+    assert {"RTVI_TLS_CERT", "RTVI_TLS_KEY", "RTVI_TLS_CLIENT_CA", "RTVI_HEALTH_PORT"} <= set(env)
+    assert {k for k in env if k.startswith("RTVI_")} <= {env_name(f) for f in ServerConfig.__dataclass_fields__}
+    for variable in ("RTVI_TLS_CERT", "RTVI_TLS_KEY", "RTVI_TLS_CLIENT_CA"):
+        assert mounted_secret(pod, server, env[variable]) == server_secret
+    assert [Path(env[v]).name for v in ("RTVI_TLS_CERT", "RTVI_TLS_KEY", "RTVI_TLS_CLIENT_CA")] == \
+        ["tls.crt", "tls.key", "ca.crt"]
+    # The probes move to the plaintext health port, which the server opens.
+    health = int(env["RTVI_HEALTH_PORT"])
+    assert health not in (int(env["RTVI_PORT"]), int(env["RTVI_METRICS_PORT"]))
+    assert {"name": "health", "containerPort": health, "protocol": "TCP"} in server["ports"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert server[probe]["grpc"]["port"] == health, probe
+    pod, consumer = pod_and_container(docs, "-consumer")
+    env = env_of(consumer)
+    assert {k for k in env if k.startswith("RTVI_INFERENCE_TLS")} == {
+        "RTVI_INFERENCE_TLS_CA", "RTVI_INFERENCE_TLS_CERT", "RTVI_INFERENCE_TLS_KEY"}
+    assert set(env) <= {env_name(f) for f in ConsumerConfig.__dataclass_fields__}
+    for variable in ("RTVI_INFERENCE_TLS_CA", "RTVI_INFERENCE_TLS_CERT", "RTVI_INFERENCE_TLS_KEY"):
+        assert mounted_secret(pod, consumer, env[variable]) == client_secret
+    named = env_of(pod_and_container(render(helm, chart, *set_args({**TLS_MODES[mode],
+                                     "inference.tls.serverName": "inference.example"})), "-consumer")[1])
+    assert named["RTVI_INFERENCE_TLS_SERVER_NAME"] == "inference.example"
+
+
+def test_tls_off_leaves_the_probes_on_the_serving_port(helm, chart):
+    pod, server = pod_and_container(render(helm, chart), "-inference")
+    assert not {"RTVI_TLS_CERT", "RTVI_HEALTH_PORT"} & set(env_of(server))
+    assert [p["name"] for p in server["ports"]] == ["grpc", "metrics"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    assert not {k for k in env_of(pod_and_container(render(helm, chart), "-consumer")[1]) if "TLS" in k}
+
+
+def test_cert_manager_certificates_match_cert_managers_crd_and_the_wiring(helm, chart, certificate_schema):
+    docs = render(helm, chart, *set_args(TLS_MODES["cert-manager"]))
+    certificates = {c["metadata"]["name"]: c for c in by_kind(docs, "Certificate")}
+    assert set(certificates) == {"rtvi-inference-tls", "rtvi-consumer-tls"}
+    for certificate in certificates.values():
+        assert certificate["apiVersion"] == "cert-manager.io/v1"
+        jsonschema.validate({k: v for k, v in certificate.items() if k != "metadata"}, certificate_schema)
+        assert unknown_fields(certificate["spec"], certificate_schema["properties"]["spec"]) == []
+        assert certificate["spec"]["issuerRef"] == {"name": "rtvi-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    server, client = certificates["rtvi-inference-tls"]["spec"], certificates["rtvi-consumer-tls"]["spec"]
+    assert "server auth" in server["usages"] and "client auth" in client["usages"]
+    # The name the consumers dial (RTVI_INFERENCE_URL's host) is one the server's certificate carries.
+    consumer = env_of(pod_and_container(docs, "-consumer")[1])
+    host = consumer["RTVI_INFERENCE_URL"].removeprefix("dns:///").rpartition(":")[0]
+    assert host in server["dnsNames"] and "RTVI_INFERENCE_TLS_SERVER_NAME" not in consumer
+    assert {server["secretName"], client["secretName"]} == {"rtvi-inference-tls", "rtvi-consumer-tls"}
+    # cert-manager's schema catches what a typo in the chart would send.
+    broken = {**certificates["rtvi-inference-tls"], "spec": {**server, "usages": ["server-auth"]}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({k: v for k, v in broken.items() if k != "metadata"}, certificate_schema)
+    assert unknown_fields({**server, "dnsName": ["x"]}, certificate_schema["properties"]["spec"]) == [".dnsName"]
+
+
+TLS_WRONG_VALUES = [
+    (["--set", "inference.tls.enabled=true"],
+     "inference.tls.enabled needs inference.tls.server.secretName and client.secretName"),
+    (["--set", "inference.tls.enabled=true", "--set", "inference.tls.server.secretName=s"],
+     "inference.tls.enabled needs inference.tls.server.secretName and client.secretName"),
+    (["--set", "inference.tls.enabled=true", "--set", "inference.tls.certManager.enabled=true"],
+     "inference.tls.certManager.issuerRef.name is required"),
+    ([*set_args(TLS_MODES["cert-manager"]), "--set", "inference.tls.server.secretName=s"], "not both"),
+    (["--set", "inference.tls.certManager.enabled=true"], "inference.tls.enabled is false"),
+    (["--set", "inference.tls.client.secretName=c"], "inference.tls.enabled is false"),
+    ([*set_args(TLS_MODES["cert-manager"]), "--set", "inference.tls.certManager.issuerRef.kind=CAIssuer"],
+     "cert-manager.io issuers are Issuer or ClusterIssuer"),
+    ([*set_args(TLS_MODES["existing-secrets"]), "--set", "inference.healthPort=8001"],
+     "inference.healthPort must differ from inference.port and inference.metricsPort"),
+    ([*set_args(TLS_MODES["cert-manager"]), "--set", "inference.tls.certManager.duration=90d"],
+     "inference.tls.certManager.duration: Does not match pattern"),
+    (["--set", "networkPolicy.metricsFrom=everyone"], "networkPolicy.metricsFrom: Invalid type"),
+]
+
+
+@pytest.mark.parametrize("args, message", TLS_WRONG_VALUES)
+def test_tls_and_network_policy_values_that_cannot_work_fail_at_render(helm, chart, args, message):
+    assert_render_fails(helm, chart, args, message)
+
+
+# --- NetworkPolicies: who may reach which port ---------------------------------------------------
+
+NAMESPACE = "video"
+# The labels the Redpanda operator's chart gives the brokers of Redpanda resource rtvi-redpanda
+# (its ClusterPodLabelsSelector plus the StatefulSet's component).
+BROKER_LABELS = {"app.kubernetes.io/name": "redpanda", "app.kubernetes.io/instance": "rtvi-redpanda",
+                 "app.kubernetes.io/component": "redpanda-statefulset"}
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    assert set(selector) <= {"matchLabels"}, selector  # the chart uses matchLabels only
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def peer_admits(peer: dict, source: dict, namespace: str) -> bool:
+    pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
+    if "ipBlock" in peer:
+        return False
+    if namespaces is None:
+        if source["namespace"] != namespace:
+            return False
+    elif not selects(namespaces, {"kubernetes.io/metadata.name": source["namespace"]}):
+        return False
+    return pods is None or selects(pods, source["labels"])
+
+
+def admitted(policies: list[dict], source: dict, target: dict, port: int) -> bool:
+    """Whether ``source`` may open ``port`` on ``target`` under these NetworkPolicies (ingress only,
+    as the Kubernetes documentation defines them: a pod no policy selects admits everything)."""
+    isolating = [p for p in policies if target["namespace"] == NAMESPACE and "Ingress" in p["spec"]["policyTypes"]
+                 and selects(p["spec"]["podSelector"], target["labels"])]
+    if not isolating:
+        return True
+    return any((not rule.get("ports") or any(p["port"] == port for p in rule["ports"]))
+               and (not rule.get("from") or any(peer_admits(peer, source, NAMESPACE) for peer in rule["from"]))
+               for policy in isolating for rule in policy["spec"].get("ingress") or [])
+
+
+def pod_labels(doc: dict) -> dict:
+    return doc["spec"]["template"]["metadata"]["labels"]
+
+
+def test_network_policies_admit_only_the_intended_peers(helm, chart):
+    docs = render(helm, chart, *set_args({"networkPolicy.enabled": "true", "producer.enabled": "true",
+                                          "consumer.keda.enabled": "true"}), namespace=NAMESPACE)
+    policies = by_kind(docs, "NetworkPolicy")
+    pod = {name: {"namespace": NAMESPACE, "labels": pod_labels(one(docs, "Deployment", f"-{name}"))}
+           for name in ("inference", "consumer")}
+    pod["producer"] = {"namespace": NAMESPACE, "labels": pod_labels(by_kind(docs, "Job")[0])}
+    pod["broker"] = {"namespace": NAMESPACE, "labels": BROKER_LABELS}
+    other_release = {"namespace": NAMESPACE, "labels": {**pod["consumer"]["labels"],
+                                                        "app.kubernetes.io/instance": "other"}}
+    prometheus = {"namespace": "monitoring", "labels": {"app.kubernetes.io/name": "prometheus"}}
+    operator = {"namespace": "redpanda-system", "labels": {"app.kubernetes.io/name": "operator"}}
+    keda = {"namespace": "keda", "labels": {"app": "keda-operator"}}
+    elsewhere = {"namespace": "default", "labels": pod["consumer"]["labels"]}
+    grpc_port, inference_metrics, consumer_metrics = 8001, 8002, 9100
+    kafka, admin = 9093, 9644
+    expected = {
+        # the inference gRPC port: this release's consumers only
+        ("consumer", "inference", grpc_port): True,
+        ("producer", "inference", grpc_port): False,
+        ("inference", "inference", grpc_port): False,
+        ("other_release", "inference", grpc_port): False,
+        ("elsewhere", "inference", grpc_port): False,
+        ("prometheus", "inference", grpc_port): False,
+        # metrics: the monitoring namespace
+        ("prometheus", "inference", inference_metrics): True,
+        ("prometheus", "consumer", consumer_metrics): True,
+        ("consumer", "inference", inference_metrics): False,
+        ("other_release", "consumer", consumer_metrics): False,
+        # the brokers' Kafka port: this release's pods, the brokers, the operator, KEDA
+        ("consumer", "broker", kafka): True,
+        ("producer", "broker", kafka): True,
+        ("broker", "broker", kafka): True,
+        ("operator", "broker", kafka): True,
+        ("keda", "broker", kafka): True,
+        ("other_release", "broker", kafka): False,
+        ("elsewhere", "broker", kafka): False,
+        ("prometheus", "broker", kafka): False,
+        # the admin API: the brokers and the operator only
+        ("operator", "broker", admin): True,
+        ("broker", "broker", admin): True,
+        ("consumer", "broker", admin): False,
+    }
+    peers = {**pod, "other_release": other_release, "prometheus": prometheus, "operator": operator, "keda": keda,
+             "elsewhere": elsewhere}
+    actual = {case: admitted(policies, peers[case[0]], peers[case[1]], case[2]) for case in expected}
+    assert actual == expected, {case: ok for case, ok in actual.items() if ok != expected[case]}
+    # KEDA's namespace is admitted only while KEDA scales the consumers; metricsFrom adds peers.
+    docs = render(helm, chart, *set_args({"networkPolicy.enabled": "true"}), "--set-json",
+                  'networkPolicy.metricsFrom=[{"ipBlock":{"cidr":"10.0.0.1/32"}}]', namespace=NAMESPACE)
+    assert not admitted(by_kind(docs, "NetworkPolicy"), keda, pod["broker"], kafka)
+    metrics_rule = one(docs, "NetworkPolicy", "-inference")["spec"]["ingress"][1]
+    assert {"ipBlock": {"cidr": "10.0.0.1/32"}} in metrics_rule["from"]
+
+
+def test_network_policies_are_off_by_default_and_follow_the_broker(helm, chart):
+    for name in VALUES:
+        assert not by_kind(render(helm, chart, *VALUES[name]), "NetworkPolicy"), name
+    external = render(helm, chart, *set_args({"networkPolicy.enabled": "true", "redpanda.enabled": "false",
+                                              "kafka.bootstrapServers": "kafka:9092"}))
+    assert sorted(p["metadata"]["name"] for p in by_kind(external, "NetworkPolicy")) == ["rtvi-consumer",
+                                                                                          "rtvi-inference"]
+    closed = render(helm, chart, *set_args({"networkPolicy.enabled": "true", "networkPolicy.metricsNamespace": ""}))
+    assert one(closed, "NetworkPolicy", "-consumer")["spec"]["ingress"] == []

@@ -9,35 +9,24 @@ signed at test time by a throw-away CA made with openssl.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import Proc, kafka_broker, rtvi_command
+from support.certs import TestCA, require_openssl
 from test_streaming_pipeline import inference  # noqa: F401  (fixture: one server per module)
 
 USER, PASSWORD = "rtvi", "s3cret-for-tests"
 FAIL_WITHIN_S = 20  # a wrong password or CA must end the process with one line, not hang
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 def make_ca_and_server_cert(folder: Path, name: str = "ca") -> tuple[Path, Path]:
     """(CA certificate, server key+certificate PEM) for 127.0.0.1/localhost."""
-    folder.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
-             "-days", "2", "-subj", f"/CN=rtvi-test-{name}", cwd=folder)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=localhost", cwd=folder)
-    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", f"{name}.pem", "-CAkey", f"{name}.key", "-CAcreateserial",
-             "-out", "server.crt", "-days", "2", "-extfile", "san.cnf", cwd=folder)
+    server = TestCA(folder, name).issue("server", dns=("localhost",), ips=("127.0.0.1",))
     keystore = folder / "server-keystore.pem"  # Kafka's PEM keystore: private key, then the certificate
-    keystore.write_text((folder / "server.key").read_text() + (folder / "server.crt").read_text())
+    keystore.write_text(server.key.read_text() + server.cert.read_text())
     return folder / f"{name}.pem", keystore
 
 
@@ -47,8 +36,7 @@ def secure(tmp_path_factory):
     for the broker itself."""
     from support.kafka_broker import Listener
 
-    if subprocess.run(["which", "openssl"], capture_output=True).returncode != 0:
-        pytest.skip("openssl not found: the TLS tests make their certificates with it")
+    require_openssl()
     work = tmp_path_factory.mktemp("kafka-secure")
     ca, keystore = make_ca_and_server_cert(work / "certs")
     other_ca, _ = make_ca_and_server_cert(work / "other-certs", name="other")

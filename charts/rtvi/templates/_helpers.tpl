@@ -168,6 +168,69 @@ ca:
 {{- end }}
 {{- end }}
 
+{{/* Mutual TLS between the consumers and the inference server, as YAML: serverSecret, clientSecret
+     and serverName, or nothing while TLS is off. Combinations that cannot work fail here, once. */}}
+{{- define "rtvi.inferenceTls" -}}
+{{- $inf := .Values.inference }}
+{{- $t := $inf.tls }}
+{{- $cm := $t.certManager }}
+{{- $existing := or $t.server.secretName $t.client.secretName }}
+{{- if not $t.enabled }}
+{{- if or $cm.enabled $existing }}
+{{- fail "inference.tls: Secrets or certManager are set but inference.tls.enabled is false, so the consumers would call the server in plaintext; set inference.tls.enabled=true or clear them" }}
+{{- end }}
+{{- else }}
+{{- if $cm.enabled }}
+{{- if $existing }}
+{{- fail "inference.tls: use existing Secrets (server.secretName and client.secretName) or certManager.enabled, not both" }}
+{{- end }}
+{{- if not $cm.issuerRef.name }}
+{{- fail "inference.tls.certManager.issuerRef.name is required: the Issuer or ClusterIssuer that signs the server's and the consumers' certificates" }}
+{{- end }}
+{{- if and (eq $cm.issuerRef.group "cert-manager.io") (not (has $cm.issuerRef.kind (list "Issuer" "ClusterIssuer"))) }}
+{{- fail (printf "inference.tls.certManager.issuerRef.kind %s: cert-manager.io issuers are Issuer or ClusterIssuer" $cm.issuerRef.kind) }}
+{{- end }}
+{{- else if not (and $t.server.secretName $t.client.secretName) }}
+{{- fail "inference.tls.enabled needs inference.tls.server.secretName and client.secretName (existing kubernetes.io/tls Secrets with ca.crt), or inference.tls.certManager.enabled with an issuerRef" }}
+{{- end }}
+{{- if has (int $inf.healthPort) (list (int $inf.port) (int $inf.metricsPort)) }}
+{{- fail "inference.healthPort must differ from inference.port and inference.metricsPort" }}
+{{- end }}
+serverSecret: {{ $t.server.secretName | default (printf "%s-inference-tls" (include "rtvi.fullname" .)) | quote }}
+clientSecret: {{ $t.client.secretName | default (printf "%s-consumer-tls" (include "rtvi.fullname" .)) | quote }}
+serverName: {{ $t.serverName | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Where the pods mount their certificate Secrets (whole, without subPath, so rotations arrive). */}}
+{{- define "rtvi.inferenceTlsDir" -}}
+/etc/rtvi/tls
+{{- end }}
+
+{{- define "rtvi.consumerTlsDir" -}}
+/etc/rtvi/inference-tls
+{{- end }}
+
+{{/* The consumer's volume mounts and volumes: Kafka's CA and the inference client certificate. */}}
+{{- define "rtvi.consumerVolumeMounts" -}}
+{{- include "rtvi.kafkaVolumeMounts" . }}
+{{- if (include "rtvi.inferenceTls" . | fromYaml).clientSecret }}
+- name: inference-tls
+  mountPath: {{ include "rtvi.consumerTlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "rtvi.consumerVolumes" -}}
+{{- include "rtvi.kafkaVolumes" . }}
+{{- with (include "rtvi.inferenceTls" . | fromYaml).clientSecret }}
+- name: inference-tls
+  secret:
+    secretName: {{ . | quote }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
 {{/* CPU quantity (values) in millicores: "2" -> 2000, "500m" -> 500, 1.5 -> 1500; 0 when unset. */}}
 {{- define "rtvi.millicpu" -}}
 {{- $cpu := toString (default "0" .) }}

@@ -2,6 +2,7 @@
 
 Used by the consumer and the benchmarks. ``dns:///host:port`` addresses balance
 round-robin over every address the name resolves to (a headless Service's pods).
+With ``tls`` the calls use TLS (mutual TLS with a client certificate; ``protocol.tls``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import grpc
 
 from rtvi.protocol import tensors
 from rtvi.protocol.errors import InferenceError
+from rtvi.protocol.handshake import raise_if_misconfigured
+from rtvi.protocol.tls import ClientTls, channel as open_channel
 from rtvi.protocol.types import Classification, parse_classification
 from rtvi.protocol._generated import grpc_service_pb2 as pb
 from rtvi.protocol._generated import grpc_service_pb2_grpc as pb_grpc
@@ -32,19 +35,25 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
 
 
 class InferenceClient:
-    def __init__(self, url: str, model: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, url: str, model: str, max_message_bytes: int = 64 * 1024 * 1024,
+                 tls: ClientTls | None = None) -> None:
         self.url = url
         self.model = model
-        self._channel = grpc.aio.insecure_channel(url, options=channel_options(max_message_bytes))
+        self._tls = tls
+        self._channel = open_channel(url, channel_options(max_message_bytes), tls)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
 
     async def ready(self, timeout: float = 5.0) -> bool:
+        """Whether the model is ready; InferenceTlsError (exit 2) when the server is
+        unavailable because TLS is misconfigured on either side, which no retry can mend."""
         try:
             response = await self._stub.ModelReady(pb.ModelReadyRequest(name=self.model), timeout=timeout)
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                await raise_if_misconfigured(self.url, self._tls)
             return False
         return response.ready
 

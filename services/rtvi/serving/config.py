@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from rtvi.protocol.tls import PemFiles
 from rtvi.settings import require, setting
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -17,6 +18,17 @@ class ServerConfig:
     host: str = setting("0.0.0.0", "address the gRPC server binds to")
     port: int = setting(8001, "gRPC port (Open Inference Protocol v2 and grpc.health.v1)")
     metrics_port: int = setting(8002, "Prometheus metrics HTTP port; 0 disables it")
+    health_port: int = setting(
+        0, "plaintext gRPC port serving grpc.health.v1 and nothing else (readiness \"\" and "
+        "inference.GRPCInferenceService, liveness \"liveness\"), for Kubernetes' gRPC probes, which cannot speak "
+        "TLS; 0: health only on --port")
+    tls_cert: str = setting(
+        "", "PEM certificate chain: with --tls-key, --port speaks TLS only; re-read when the file changes (a "
+        "rotated Kubernetes Secret), at the next connection", metavar="FILE")
+    tls_key: str = setting("", "PEM private key of --tls-cert (unencrypted)", metavar="FILE")
+    tls_client_ca: str = setting(
+        "", "PEM CA bundle: clients must present a certificate it signed (mutual TLS); needs --tls-cert",
+        metavar="FILE")
     model: str = setting(
         "resnet18", "a torchvision classification architecture, or a model directory (model.onnx | model.pt2 | "
         "model.pt, labels.txt, config.yaml)", metavar="NAME|DIR")
@@ -73,6 +85,11 @@ class ServerConfig:
     def __post_init__(self) -> None:
         require(0 < self.port < 65536, f"port must be 1..65535, got {self.port}")
         require(0 <= self.metrics_port < 65536, f"metrics port must be 0..65535, got {self.metrics_port}")
+        require(0 <= self.health_port < 65536, f"health port must be 0..65535, got {self.health_port}")
+        require(not self.health_port or self.health_port not in (self.port, self.metrics_port),
+                "--health-port must differ from --port and --metrics-port")
+        require(bool(self.tls_cert) == bool(self.tls_key), "--tls-cert and --tls-key go together")
+        require(bool(self.tls_cert) or not self.tls_client_ca, "--tls-client-ca needs --tls-cert and --tls-key")
         require(self.max_batch_size >= 1, f"max batch size must be >= 1, got {self.max_batch_size}")
         require(self.max_queue_delay_ms >= 0, "max queue delay must be >= 0 ms")
         require(self.threads >= 0, "threads must be >= 0")
@@ -88,6 +105,14 @@ class ServerConfig:
             not (self.precision == "fp16" and self.device == "cpu"),
             "precision fp16 needs CUDA; use bf16 on CPU",
         )
+
+    @property
+    def tls(self) -> PemFiles | None:
+        """The server's TLS files, or None for plaintext."""
+        if not self.tls_cert:
+            return None
+        return PemFiles(self.tls_cert, self.tls_key, self.tls_client_ca,
+                        flags=("--tls-cert", "--tls-key", "--tls-client-ca"))
 
     @property
     def served_name(self) -> str:

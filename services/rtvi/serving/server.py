@@ -3,6 +3,10 @@
 Order matters for Kubernetes: the port opens first with readiness NOT_SERVING, so the
 startupProbe sees a live process while models load and warm up; SERVING follows
 warm-up of every model; SIGTERM flips to NOT_SERVING and lets in-flight requests finish.
+
+With TLS (``--tls-cert``; mutual with ``--tls-client-ca``) the serving port speaks TLS
+only, and the kubelet, whose gRPC probes cannot, asks the same health service on a
+plaintext ``--health-port`` that serves nothing else.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from prometheus_client import start_http_server
 
 from rtvi.errors import BadInput, ExitCode, WorkFailed
 from rtvi.protocol._generated import grpc_service_pb2_grpc as pb_grpc
+from rtvi.protocol.tls import server_credentials
 from rtvi.serving import metrics
 from rtvi.serving.batcher import BatchStats
 from rtvi.serving.config import ServerConfig
@@ -52,6 +57,27 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
+def _listen(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> None:
+    try:
+        if credentials is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise BadInput(f"cannot listen on {address}: {exc} (is the port in use?)") from None
+
+
+async def _health_server(health: Health, config: ServerConfig) -> grpc.aio.Server | None:
+    """The plaintext server of --health-port: grpc.health.v1 alone, the same states as --port."""
+    if not config.health_port:
+        return None
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    _listen(server, f"{config.host}:{config.health_port}")
+    await server.start()
+    return server
+
+
 def _record_batch(model: str, stats: BatchStats) -> None:
     metrics.BATCH_SIZE.labels(model).observe(stats.size)
     metrics.COMPUTE_SECONDS.labels(model).observe(stats.compute_seconds)
@@ -77,16 +103,17 @@ async def serve(config: ServerConfig) -> ExitCode:
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     address = f"{config.host}:{config.port}"
-    try:
-        server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise BadInput(f"cannot listen on {address}: {exc} (is the port in use?)") from None
+    tls = config.tls  # bad certificate files raise TlsFilesError: exit 2
+    _listen(server, address, server_credentials(tls) if tls else None)
     await server.start()
+    health_server = await _health_server(health, config)
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.host)
     cpu = cpu_info()
-    log.info("listening on %s (metrics on :%s); CPU %s (%s), %d usable CPUs; loading %s, health NOT_SERVING",
-             address, config.metrics_port, cpu.model, cpu.capability, available_cpus(), ", ".join(repository.models))
+    security = "plaintext" if tls is None else "TLS, client certificates required" if tls.ca else "TLS"
+    log.info("listening on %s (%s; metrics on :%s; health also on plaintext :%s); CPU %s (%s), %d usable CPUs; "
+             "loading %s, health NOT_SERVING", address, security, config.metrics_port, config.health_port or "-",
+             cpu.model, cpu.capability, available_cpus(), ", ".join(repository.models))
 
     load_task = asyncio.ensure_future(repository.load_all(_record_batch))
     stop_task = asyncio.ensure_future(stop.wait())
@@ -118,6 +145,8 @@ async def serve(config: ServerConfig) -> ExitCode:
         await asyncio.sleep(config.shutdown_delay_s)
     log.info("shutting down: refusing new requests, draining in-flight requests (grace %.0fs)", config.shutdown_grace_s)
     await server.stop(config.shutdown_grace_s)
+    if health_server is not None:
+        await health_server.stop(0)
     if watchdog:
         watchdog.cancel()
     await repository.stop()

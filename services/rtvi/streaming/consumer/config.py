@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rtvi.protocol.tls import InferenceTlsConfig
 from rtvi.settings import require, setting
 from rtvi.streaming.consumer.dispatch import AdaptiveDispatch, Dispatch, FixedDispatch
 from rtvi.streaming.kafka_config import KafkaConfig
 
 
 @dataclass(frozen=True)
-class ConsumerConfig(KafkaConfig):
+class ConsumerConfig(InferenceTlsConfig, KafkaConfig):
     topic: str = setting("frames", "topic frames are read from")
     predictions_topic: str = setting("predictions", "topic predictions and error records are published to")
     group: str = setting("rtvi-consumer", "consumer group id")

@@ -327,6 +327,11 @@ class FrameConsumer:
             if now >= next_commit:
                 self._commit()
                 next_commit = now + cfg.commit_interval_s
+            if ready_check is not None and ready_check.done() and ready_check.exception() is not None:
+                # A misconfigured TLS client (InferenceTlsError, exit 2): leave the group now, since a
+                # consumer left for the interpreter's exit to close hangs it in a rebalance.
+                self._consumer.close()
+                raise ready_check.exception()
             if now >= next_ready_check and (ready_check is None or ready_check.done()):
                 ready_check = asyncio.get_running_loop().create_task(self.inference.check_ready())
                 next_ready_check = now + cfg.readiness_interval_s

@@ -32,7 +32,8 @@ def build(config: ConsumerConfig, metrics: ConsumerMetrics | None = None) -> Fra
            "stats_cb": outcomes.kafka_statistics, "error_cb": on_error},
     ))
     producer = Producer(config.producer("predictions", error_cb=on_error))
-    client = InferenceClient(config.inference_url, config.model, config.max_record_bytes * config.batch_size)
+    client = InferenceClient(config.inference_url, config.model, config.max_record_bytes * config.batch_size,
+                             tls=config.inference_tls)
     return FrameConsumer(config, consumer=consumer, producer=producer, client=client, outcomes=outcomes,
                          health=Health(config.liveness_timeout_s), policy=config.dispatch_policy())
 
