@@ -68,3 +68,24 @@ def test_bad_input_fails_fast_in_one_line(args, problem, code):
     assert out.returncode == code, out
     assert took < 5, f"took {took:.1f}s"
     assert out.stdout == "" and out.stderr.count("\n") == 1 and problem in out.stderr, out.stderr
+
+
+def test_up_runs_its_consumer_to_server_hop_over_mutual_tls(tmp_path):
+    """The same certificate flags as `rtvi serve` and `rtvi consume`: the pipeline runs with its
+    consumer presenting a client certificate (what each service is given: tests/unit/test_settings.py)."""
+    from support.certs import TestCA, require_openssl
+
+    require_openssl()
+    ca = TestCA(tmp_path / "ca")
+    server = ca.issue("server", ips=("127.0.0.1",))
+    client = ca.issue("consumer", client=True)
+    proc = Proc(rtvi_command("up", "--duration", "6", "--no-view", "--tls-cert", str(server.cert), "--tls-key",
+                             str(server.key), "--tls-client-ca", str(ca.pem), "--inference-tls-ca", str(ca.pem),
+                             "--inference-tls-cert", str(client.cert), "--inference-tls-key", str(client.key),
+                             "--work-dir", str(tmp_path / "work")), tmp_path / "up.log")
+    try:
+        assert proc.popen.wait(240) == 0, proc.output
+    finally:
+        proc.kill()
+    verdict = re.search(r"rtvi up: (\d+) frames predicted, \d+ dropped, 0 failed", proc.output)
+    assert verdict and int(verdict.group(1)) > 0, proc.output

@@ -58,6 +58,22 @@ def test_up_plans_each_service_from_its_own_config():
     assert "--metrics-port" in to_argv(services.consumer)
 
 
+def test_up_with_mutual_tls_gives_each_end_its_files_and_probes_health_in_plaintext():
+    config = UpConfig(tls_cert="s.crt", tls_key="s.key", tls_client_ca="ca.pem", inference_tls_ca="ca.pem",
+                      inference_tls_cert="c.crt", inference_tls_key="c.key")
+    services = plan(config, "127.0.0.1:9092", "none", iter(range(7000, 7100)))
+    server, consumer = services.server, services.consumer
+    assert (server.tls_cert, server.tls_key, server.tls_client_ca) == ("s.crt", "s.key", "ca.pem")
+    assert (consumer.inference_tls_ca, consumer.inference_tls_cert, consumer.inference_tls_key) == (
+        "ca.pem", "c.crt", "c.key")
+    assert server.health_port and services.health_address == f"127.0.0.1:{server.health_port}"
+    assert services.inference_address == f"127.0.0.1:{server.port}" != services.health_address
+    plain = plan(UpConfig(), "127.0.0.1:9092", "none", iter(range(7000, 7100)))
+    assert plain.server.health_port == 0 and plain.health_address == plain.inference_address
+    with pytest.raises(ValueError, match="mutual TLS needs both ends"):
+        UpConfig(tls_cert="s.crt", tls_key="s.key")
+
+
 def test_deadline():
     deadline = Deadline.from_timeout(0.05)
     assert not deadline.expired and 0 < deadline.remaining <= 0.05

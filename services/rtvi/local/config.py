@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rtvi.protocol.tls import InferenceTlsConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.settings import require, setting, setting_of
 from rtvi.streaming.consumer.config import ConsumerConfig
@@ -12,9 +13,10 @@ from rtvi.view.config import ViewConfig
 
 
 @dataclass(frozen=True)
-class UpConfig:
-    """`rtvi up`'s own settings; the ones its services also have are declared there (``setting_of``)
-    and passed on to those services' typed configs (``pipeline.plan``)."""
+class UpConfig(InferenceTlsConfig):
+    """`rtvi up`'s own settings; the ones its services also have are declared there (``setting_of``,
+    the v2 client's TLS settings as a base) and passed on to those services' typed configs
+    (``pipeline.plan``)."""
 
     duration: float = setting_of(ProducerConfig, "duration", default=30.0)
     video: str = setting("", "publish this video file (looped) instead of the synthetic pattern", metavar="PATH")
@@ -32,6 +34,11 @@ class UpConfig:
     max_frame_age_ms: float = setting_of(ConsumerConfig, "max_frame_age_ms", default=300.0)
     batch_size: int = setting_of(ConsumerConfig, "batch_size")
     max_in_flight: int = setting_of(ConsumerConfig, "max_in_flight")
+    # Mutual TLS between its consumer and its server, with certificates of your own (as in a
+    # cluster): the server's files here, the consumer's as --inference-tls-* (the base class).
+    tls_cert: str = setting_of(ServerConfig, "tls_cert")
+    tls_key: str = setting_of(ServerConfig, "tls_key")
+    tls_client_ca: str = setting_of(ServerConfig, "tls_client_ca")
     view: bool = setting(True, "start `rtvi view`, the live web page of every stream with its predictions, "
                                "on 127.0.0.1 and print its URL")
     view_port: int = setting_of(ViewConfig, "port")
@@ -42,6 +49,10 @@ class UpConfig:
     work_dir: str = setting("", "where the services' logs go; empty means a new temporary folder")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        require(bool(self.tls_cert) == bool(self.inference_tls_ca),
+                "mutual TLS needs both ends: --tls-cert/--tls-key for the server and --inference-tls-ca (with "
+                "--inference-tls-cert/--inference-tls-key for a client certificate) for the consumer")
         require(self.duration > 0, "duration must be > 0")
         require(self.streams >= 1, "streams must be >= 1")
         require(self.fps > 0, "fps must be > 0")

@@ -10,6 +10,7 @@ one line before anything starts.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -32,6 +33,7 @@ from rtvi.local.broker import TansuBroker
 from rtvi.local.config import UpConfig
 from rtvi.local.status import judge, status_line
 from rtvi.net import free_port, port_free
+from rtvi.protocol.tls import InferenceTlsConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.settings import ENV_PREFIX, secret_environment, to_argv
 from rtvi.streaming.consumer import report
@@ -98,6 +100,11 @@ class Plan:
         return f"{self.server.host}:{self.server.port}"
 
     @property
+    def health_address(self) -> str:
+        """Where the server's grpc.health answers in plaintext (its own port unless TLS moved it)."""
+        return f"{self.server.host}:{self.server.health_port or self.server.port}"
+
+    @property
     def consumer_url(self) -> str:
         return f"http://{self.consumer.metrics_host}:{self.consumer.metrics_port}"
 
@@ -109,11 +116,14 @@ class Plan:
 
 def plan(config: UpConfig, bootstrap: str, weights: str, ports: Iterator[int]) -> Plan:
     """Each service's config from `rtvi up`'s own (pure: ports come from ``ports``)."""
+    tls = {"tls_cert": config.tls_cert, "tls_key": config.tls_key, "tls_client_ca": config.tls_client_ca,
+           "health_port": next(ports)} if config.tls_cert else {}
     server = ServerConfig(host="127.0.0.1", port=next(ports), metrics_port=next(ports), model=config.model,
-                          weights=weights, precision=config.precision)
+                          weights=weights, precision=config.precision, **tls)
     consumer = ConsumerConfig(
         bootstrap_servers=bootstrap, topic=FRAMES, predictions_topic=PREDICTIONS,
         inference_url=f"{server.host}:{server.port}", model=server.served_name,
+        **{f.name: getattr(config, f.name) for f in dataclasses.fields(InferenceTlsConfig)},
         metrics_port=next(ports), metrics_host="127.0.0.1", report_interval=0,
         max_frame_age_ms=config.max_frame_age_ms, batch_size=config.batch_size, max_in_flight=config.max_in_flight,
         # One local member: a short session makes joining the group quick.
@@ -216,7 +226,7 @@ def run_pipeline(config: UpConfig) -> ExitCode:
         server = Service("serve", services_plan.server, work_dir)
         services.append(server)
         address = services_plan.inference_address
-        _wait_ready(server, lambda: serving(address), 300, stopped, "the inference server")
+        _wait_ready(server, lambda: serving(services_plan.health_address), 300, stopped, "the inference server")
         log.info("inference server SERVING on %s (metrics :%d)", address, services_plan.server.metrics_port)
 
         consumer = Service("consume", services_plan.consumer, work_dir)
