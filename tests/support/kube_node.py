@@ -97,6 +97,16 @@ class Node:
 
     # ---- start ---------------------------------------------------------------------------
 
+    def start_network(self) -> None:
+        """The bridge with the node's address, first: the node's control plane listens on that
+        address (``ControlPlane(address=NODE_IP)``), so pods reach the API server through the
+        ``kubernetes`` Service as in any cluster. Undone by ``stop()``."""
+        try:
+            self._network()
+        except BaseException:
+            self.stop()
+            raise
+
     def start(self, images: list[str], docker_save, timeout_s: float = 300) -> None:
         """Bring the node up with ``images`` (tags in a Docker engine; ``docker_save(tag, file)``
         writes one as a tar) imported, and wait until it is Ready and DNS answers."""
@@ -109,7 +119,8 @@ class Node:
     def _start(self, images: list[str], docker_save, deadline: float) -> None:
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
         self._netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-        self._network()
+        if not self._bridge_created:
+            self._network()
         self._start_containerd(deadline)
         for tag in [PAUSE_IMAGE, *images]:
             tar = self.work / "image.tar"
