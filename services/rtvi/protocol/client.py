@@ -1,7 +1,8 @@
 """An asyncio Open Inference Protocol v2 client for image classification.
 
 Used by the consumer and the benchmarks. ``dns:///host:port`` addresses balance
-round-robin over every address the name resolves to (a headless Service's pods).
+round-robin over every address the name resolves to (a headless Service's pods), and
+follow that set as pods come and go (protocol.balancing).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import grpc
 
 from rtvi.protocol import tensors
+from rtvi.protocol.balancing import FollowingChannel
 from rtvi.protocol.errors import InferenceError
 from rtvi.protocol._generated import grpc_service_pb2 as pb
 from rtvi.protocol._generated import grpc_service_pb2_grpc as pb_grpc
@@ -46,11 +48,20 @@ class InferenceClient:
     def __init__(self, url: str, model: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
         self.url = url
         self.model = model
-        self._channel = grpc.aio.insecure_channel(url, options=channel_options(max_message_bytes))
-        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._channels = FollowingChannel(
+            url, lambda: grpc.aio.insecure_channel(url, options=channel_options(max_message_bytes)))
+        self._stubs: tuple[grpc.aio.Channel, pb_grpc.GRPCInferenceServiceStub] | None = None
+
+    @property
+    def _stub(self) -> pb_grpc.GRPCInferenceServiceStub:
+        """The stub on the channel to use now (a new one after the channel was replaced)."""
+        channel = self._channels.channel()
+        if self._stubs is None or self._stubs[0] is not channel:
+            self._stubs = (channel, pb_grpc.GRPCInferenceServiceStub(channel))
+        return self._stubs[1]
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channels.close()
 
     async def ready(self, timeout: float = 5.0) -> bool:
         try:
