@@ -144,6 +144,9 @@ class FollowingChannel:
                         "current one", self.target, ", ".join(sorted(addresses)), self._ready_timeout_s)
             await candidate.close()
             return
+        except asyncio.CancelledError:  # the client is closing
+            await candidate.close()
+            raise
         old, self._current = self._current, candidate
         log.info("%s: addresses %s -> %s; new channel ready in %.0f ms", self.target,
                  ", ".join(sorted(self._addresses)) or "(unknown)", ", ".join(sorted(addresses)),

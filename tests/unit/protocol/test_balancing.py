@@ -104,3 +104,19 @@ def test_no_answer_never_replaces_a_channel():
 ])
 def test_only_host_names_resolved_through_dns_are_followed(target, expected):
     assert dns_name(target) == expected
+
+
+def test_closing_while_a_new_channel_gets_ready_closes_that_channel_too():
+    stuck = FakeChannel(ready=False)
+
+    async def run() -> FollowingChannel:
+        made = iter([FakeChannel(), stuck])
+        following = FollowingChannel("dns:///inference-headless:8001", lambda: next(made), interval_s=0.001,
+                                     ready_timeout_s=60, resolve=Script({"10.0.0.1"}))
+        following.channel()
+        await asyncio.sleep(0.05)  # the follower waits for the stuck channel now
+        await following.close()
+        return following
+
+    following = asyncio.run(run())
+    assert stuck.closed_with == [None] and following._current.closed_with == [None]
