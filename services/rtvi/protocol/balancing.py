@@ -127,7 +127,7 @@ class FollowingChannel:
         started = time.perf_counter()
         try:
             addresses = await asyncio.wait_for(self._resolve(host, port), self._interval_s)
-        except (OSError, asyncio.TimeoutError):  # no such name (no pod Ready), DNS down: keep what works
+        except (OSError, ValueError, asyncio.TimeoutError):  # no such name (no pod Ready), DNS down: keep what works
             addresses = frozenset()
         LOOKUP_SECONDS.labels(self.target).observe(time.perf_counter() - started)
         ADDRESSES.labels(self.target).set(len(addresses))
