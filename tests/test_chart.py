@@ -382,6 +382,8 @@ def test_wiring(helm, chart):
     service = one(docs, "Service", "-inference")
     headless = one(docs, "Service", "-inference-headless")
     assert headless["spec"]["clusterIP"] == "None"
+    # The consumer follows the headless Service's DNS answers: they must list Ready pods only.
+    assert not headless["spec"].get("publishNotReadyAddresses")
     for svc in (service, headless):
         grpc_port = next(p for p in svc["spec"]["ports"] if p["name"] == "grpc")
         assert grpc_port["port"] == port and grpc_port["targetPort"] == "grpc"
@@ -452,6 +454,21 @@ def test_threads_follow_the_cpu_request(helm, chart):
                           "--set-string", f"inference.resources.requests.cpu={cpu}")
         assert env == {"name": "RTVI_THREADS", "value": threads}, (instances, cpu, env)
     assert threads_env(helm, chart, "--set", "inference.threads=3") == {"name": "RTVI_THREADS", "value": "3"}
+
+
+def test_the_hpa_takes_a_target_above_the_request_and_its_behavior(helm, chart):
+    """The node tests' autoscaler: pods limited above their request may be targeted over 100%."""
+    behavior = {"scaleUp": {"stabilizationWindowSeconds": 0, "policies": [{"type": "Pods", "value": 1,
+                                                                            "periodSeconds": 15}]},
+                "scaleDown": {"stabilizationWindowSeconds": 15, "policies": [{"type": "Pods", "value": 1,
+                                                                               "periodSeconds": 15}]}}
+    docs = render(helm, chart, "--set", "inference.autoscaling.targetCPUUtilizationPercentage=150", "--set",
+                  "inference.resources.requests.cpu=300m", "--set", "inference.resources.limits.cpu=1",
+                  "--set-json", f"inference.autoscaling.behavior={json.dumps(behavior)}")
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")[0]
+    assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 150}}}]
+    assert hpa["spec"]["behavior"] == behavior
 
 
 def test_the_pdb_never_blocks_a_drain(helm, chart):
@@ -582,8 +599,10 @@ def test_redpanda_tls_and_sasl_switch_every_client(helm, chart):
     (["--set", "redpanda.enabled=false", "--set", "kafka.bootstrapServers=k:9092", "--set",
       "kafka.sasl.mechanism=PLAIN"], "kafka.sasl.mechanism is set but kafka.securityProtocol PLAINTEXT has no SASL"),
     (["--set", "kafka.sasl.mechanism=PLAIN"], "kafka.sasl.mechanism is set but the chart's Redpanda has SASL off"),
-    (["--set", "inference.instances=2", "--set", "inference.resources.requests.cpu=0"],
-     "set that request, or set inference.threads"),
+    (["--set", "inference.instances=2", "--set", "inference.resources.requests.cpu=0", "--set",
+      "inference.autoscaling.enabled=false"], "set that request, or set inference.threads"),
+    (["--set", "inference.resources.requests.cpu=0"],
+     "inference.autoscaling targets CPU utilization, a percentage of inference.resources.requests.cpu"),
 ])
 def test_wrong_values_fail_with_a_clear_message(helm, chart, args, message):
     assert_render_fails(helm, chart, args, message)

@@ -1,7 +1,10 @@
-"""The helper module that builds Kubernetes from the module proxy, as pure text logic."""
+"""The helper module that builds Kubernetes from the module proxy, and the per-part stamps of the cache."""
 
 from __future__ import annotations
 
+import json
+
+from support import kube_build
 from support.kube_build import helper_go_mod, staging_modules
 
 KUBERNETES_GO_MOD = """module k8s.io/kubernetes
@@ -38,3 +41,19 @@ def test_helper_module_takes_each_staging_module_from_the_proxy_at_the_matching_
     # Kubernetes' Go language version and run-time defaults carry over to the binaries.
     assert "go 1.24.0" in lines and "godebug default=go1.24" in lines
     assert "k8s.io/kubernetes/cmd/kube-apiserver" in lines and "k8s.io/kubernetes/cmd/kubectl" in lines
+
+
+def test_each_part_has_its_own_stamp_so_adding_one_never_rebuilds_another(tmp_path, monkeypatch):
+    monkeypatch.setenv("RTVI_K8S_CACHE", str(tmp_path))
+    assert not kube_build.is_built(kube_build.KUBERNETES) and not kube_build.is_built()
+    for part in kube_build.PARTS:
+        kube_build.part_dir(part).mkdir(parents=True)
+    stamp = {"versions": kube_build._versions(kube_build.KUBERNETES), "build_seconds": 540}
+    (kube_build.bin_dir() / kube_build.STAMP).write_text(json.dumps(stamp))
+    assert kube_build.is_built(kube_build.KUBERNETES) and not kube_build.is_built()
+    stamp = {"versions": {"metrics-server": "v0.8.0"}, "build_seconds": 200}  # an older metrics-server
+    (kube_build.metrics_server_dir() / kube_build.STAMP).write_text(json.dumps(stamp))
+    assert not kube_build.is_built(kube_build.METRICS_SERVER) and kube_build.is_built(kube_build.KUBERNETES)
+    stamp = {"versions": kube_build._versions(kube_build.METRICS_SERVER), "build_seconds": 235}
+    (kube_build.metrics_server_dir() / kube_build.STAMP).write_text(json.dumps(stamp))
+    assert kube_build.is_built() and kube_build.build_seconds(kube_build.METRICS_SERVER) == 235

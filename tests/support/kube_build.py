@@ -10,13 +10,18 @@ builds the same way from a three-line main around ``etcdmain``; kwok installs di
 For a real node: the kubelet and kube-proxy come from the same Kubernetes build, CoreDNS
 from a small main that links only the plugins the node needs (as CoreDNS documents for
 custom builds), and the pod sandbox's ``pause`` is a static binary of our own (no image
-registry is reachable, so Kubernetes' pause image cannot be pulled).
+registry is reachable, so Kubernetes' pause image cannot be pulled). metrics-server (the
+resource metrics API behind ``kubectl top`` and the HPA) installs from its own module,
+which also carries the manifests it is deployed from.
 
-The binaries land in ``~/.cache/rtvi-k8s/<kubernetes version>/bin`` (``RTVI_K8S_CACHE``
-moves the root), outside the repository; a stamp file marks a finished build, and a file
-lock lets a background build (started by conftest) and the test fixture share one build.
+Everything lands under ``~/.cache/rtvi-k8s/<kubernetes version>/`` (``RTVI_K8S_CACHE``
+moves the root), outside the repository, in one directory per part: ``bin`` (Kubernetes,
+etcd, kwok, CoreDNS, pause) and ``metrics-server-<version>``. A stamp file in each marks a
+finished build of exactly its versions, so adding or bumping one part never rebuilds the
+other; a file lock lets a background build (started by conftest) and the test fixtures
+share one build.
 
-Run ``python tests/support/kube_build.py`` to build ahead of the tests.
+Run ``python tests/support/kube_build.py [part ...]`` to build ahead of the tests.
 """
 
 from __future__ import annotations
@@ -57,8 +62,12 @@ KWOK_STAGE_FILES = (
     "kustomize/stage/pod/fast/pod-complete.yaml",
     "kustomize/stage/pod/fast/pod-delete.yaml",
 )
+METRICS_SERVER_MODULE = "sigs.k8s.io/metrics-server"
+METRICS_SERVER_VERSION = "v0.9.0"
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")
 STAMP = ".complete.json"
+KUBERNETES, METRICS_SERVER = "kubernetes", "metrics-server"
+PARTS = (KUBERNETES, METRICS_SERVER)  # in build order: the control plane's tests need the first one first
 
 
 def go_binary() -> str | None:
@@ -78,6 +87,15 @@ def bin_dir() -> Path:
     return cache_root() / "bin"
 
 
+def metrics_server_dir() -> Path:
+    """``metrics-server`` (the binary) and ``manifests/`` (its module's kustomize tree)."""
+    return cache_root() / f"metrics-server-{METRICS_SERVER_VERSION}"
+
+
+def part_dir(part: str) -> Path:
+    return {KUBERNETES: bin_dir, METRICS_SERVER: metrics_server_dir}[part]()
+
+
 def crd_dir() -> Path:
     """The add-ons' CRDs (KEDA, Prometheus Operator) the build fetched."""
     return bin_dir() / "crds"
@@ -87,22 +105,27 @@ def build_log() -> Path:
     return cache_root() / "build.log"
 
 
-def _versions() -> dict[str, str]:
+def _versions(part: str) -> dict[str, object]:
+    if part == METRICS_SERVER:
+        return {"metrics-server": METRICS_SERVER_VERSION}
     return {"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION, "kwok": KWOK_VERSION, "crds": sorted(CRD_MODULES),
             "coredns": COREDNS_VERSION, "binaries": list(BINARIES), "pause": PAUSE_MAIN, "coredns_main": COREDNS_MAIN}
 
 
-def is_built() -> bool:
-    stamp = bin_dir() / STAMP
-    try:
-        return json.loads(stamp.read_text())["versions"] == _versions()
-    except (OSError, ValueError, KeyError):
-        return False
+def is_built(*parts: str) -> bool:
+    """Whether every part named (all of them by default) is cached at exactly its versions."""
+    for part in parts or PARTS:
+        try:
+            if json.loads((part_dir(part) / STAMP).read_text())["versions"] != _versions(part):
+                return False
+        except (OSError, ValueError, KeyError):
+            return False
+    return True
 
 
-def build_seconds() -> float:
-    """How long the cached build took, as its stamp recorded."""
-    return float(json.loads((bin_dir() / STAMP).read_text())["build_seconds"])
+def build_seconds(part: str = KUBERNETES) -> float:
+    """How long the cached build of ``part`` took, as its stamp recorded."""
+    return float(json.loads((part_dir(part) / STAMP).read_text())["build_seconds"])
 
 
 def staging_modules(kubernetes_go_mod: str) -> list[str]:
@@ -243,6 +266,19 @@ class _Builder:
             for name in files:
                 shutil.copyfile(source / name, out / "crds" / Path(name).name)
 
+    def metrics_server(self, work: Path, out: Path) -> None:
+        """``go install`` of its command, with the version its Makefile stamps, and its manifests."""
+        work.mkdir(parents=True, exist_ok=True)
+        ldflags = f"-s -w -X {METRICS_SERVER_MODULE}/pkg/version.gitVersion={METRICS_SERVER_VERSION}"
+        self.go_run("install", "-trimpath", "-ldflags", ldflags,
+                    f"{METRICS_SERVER_MODULE}/cmd/metrics-server@{METRICS_SERVER_VERSION}", cwd=work,
+                    env={"GOBIN": str(out)})
+        module = self.module_dir(f"{METRICS_SERVER_MODULE}@{METRICS_SERVER_VERSION}", work)
+        for manifest in (module / "manifests").rglob("*.yaml"):  # plain copies: the module cache is read-only
+            target = out / "manifests" / manifest.relative_to(module / "manifests")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(manifest, target)
+
     def kwok(self, work: Path, out: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.go_run("install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}",
@@ -251,14 +287,8 @@ class _Builder:
         (out / KWOK_STAGES).write_text("\n---\n".join((module / name).read_text() for name in KWOK_STAGE_FILES))
 
 
-def build(go: str, log=sys.stdout) -> float:
-    """Build every binary into a fresh directory and move it into place; the seconds it took."""
+def _build_kubernetes(builder: _Builder, staging: Path) -> None:
     root = cache_root()
-    started = time.monotonic()
-    staging = root / "bin.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    builder = _Builder(go, log)
     builder.say(f"building Kubernetes {KUBERNETES_VERSION}, etcd {ETCD_VERSION}, kwok {KWOK_VERSION}, "
                 f"CoreDNS {COREDNS_VERSION} and pause into {bin_dir()}")
     builder.main_module("etcd", ETCD_MAIN, root / "src" / "etcd", staging, go="1.23",
@@ -272,16 +302,35 @@ def build(go: str, log=sys.stdout) -> float:
     missing = [name for name in (*BINARIES, KWOK_STAGES) if not (staging / name).exists()]
     if missing:
         raise RuntimeError(f"build finished without {', '.join(missing)}")
+
+
+def _build_metrics_server(builder: _Builder, staging: Path) -> None:
+    builder.say(f"building metrics-server {METRICS_SERVER_VERSION} into {metrics_server_dir()}")
+    builder.metrics_server(cache_root() / "src" / "metrics-server", staging)
+    if not (staging / "metrics-server").exists() or not (staging / "manifests" / "base").is_dir():
+        raise RuntimeError("the metrics-server build finished without its binary or its manifests")
+
+
+def build(go: str, log=sys.stdout, part: str = KUBERNETES) -> float:
+    """Build ``part`` into a fresh directory and move it into place; the seconds it took."""
+    started = time.monotonic()
+    target = part_dir(part)
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    builder = _Builder(go, log)
+    {KUBERNETES: _build_kubernetes, METRICS_SERVER: _build_metrics_server}[part](builder, staging)
     seconds = time.monotonic() - started
-    (staging / STAMP).write_text(json.dumps({"versions": _versions(), "build_seconds": round(seconds)}))
-    shutil.rmtree(bin_dir(), ignore_errors=True)
-    staging.rename(bin_dir())
-    builder.say(f"done in {seconds:.0f} s")
+    (staging / STAMP).write_text(json.dumps({"versions": _versions(part), "build_seconds": round(seconds)}))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    builder.say(f"{part} done in {seconds:.0f} s")
     return seconds
 
 
-def ensure_built(go: str, wait_s: float, log=sys.stdout) -> Path:
-    """The cached bin directory, building it (or waiting for a build in progress) first.
+def ensure_built(go: str, wait_s: float, log=sys.stdout, parts: tuple[str, ...] = PARTS) -> Path:
+    """The cached bin directory, building the missing ``parts`` (or waiting for a build in
+    progress) first, in PARTS order.
 
     One file lock serialises builders; a waiter gives up after ``wait_s`` seconds.
     """
@@ -297,29 +346,35 @@ def ensure_built(go: str, wait_s: float, log=sys.stdout) -> Path:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the Kubernetes build did not finish within {wait_s:.0f} s; see {build_log()}")
                 time.sleep(5)
-        if not is_built():
-            build(go, log)
+        for part in PARTS:
+            if part in parts and not is_built(part):
+                build(go, log, part)
     return bin_dir()
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    parts = tuple(argv) or PARTS
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        print(f"kube_build: unknown part(s) {', '.join(unknown)}; the parts are {', '.join(PARTS)}", file=sys.stderr)
+        return 2
     go = go_binary()
     if go is None:
         print("kube_build: no `go` on PATH", file=sys.stderr)
         return 1
-    if is_built():
-        print(f"kube_build: cached in {bin_dir()}")
+    if is_built(*parts):
+        print(f"kube_build: cached in {cache_root()}")
         return 0
     cache_root().mkdir(parents=True, exist_ok=True)
     with open(build_log(), "a") as log:
         try:
-            ensure_built(go, wait_s=3600, log=log)
+            ensure_built(go, wait_s=3600, log=log, parts=parts)
         except (RuntimeError, TimeoutError) as error:
             print(f"kube_build: {error}", file=sys.stderr)
             return 1
-    print(f"kube_build: built into {bin_dir()}")
+    print(f"kube_build: built into {cache_root()}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

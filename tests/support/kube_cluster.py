@@ -1,10 +1,12 @@
 """A real Kubernetes control plane on loopback, with kwok's fake nodes, for the tests.
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as they do in a
-cluster (certificates, RBAC, service-account tokens, admission); only the kubelet is
-replaced by kwok, which marks nodes Ready and plays the pods' lifecycle (running, Ready,
-Job pods completing) through the API. Nothing runs in the pods. Everything binds
-127.0.0.1 on free ports and is stopped by ``stop()``, also when start-up fails.
+cluster (certificates, RBAC, service-account tokens, admission, the aggregation layer
+for extension API servers such as metrics-server); only the kubelet is replaced by kwok,
+which marks nodes Ready and plays the pods' lifecycle (running, Ready, Job pods
+completing) through the API. Nothing runs in the pods. Everything binds 127.0.0.1 on
+free ports (the API server of a real node's cluster binds the node's bridge address
+instead, so its pods reach it) and is stopped by ``stop()``, also when start-up fails.
 
 Fake nodes are added one at a time (``add_fake_node``); a real node (kubelet, containerd)
 joins through support.kube_node.
@@ -41,19 +43,23 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 class Pki:
-    """A throwaway CA and the certificates a control plane needs, made with the openssl CLI."""
+    """A throwaway CA and the certificates it signs, made with the openssl CLI."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, common_name: str = "rtvi-test-ca") -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.ca = directory / "ca.crt"
         self._key("ca")
-        _openssl("req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=rtvi-test-ca",
-                 cwd=directory)
-        # Service-account tokens: the API server verifies with the public half, the
-        # controller-manager's token controller and the API server sign with the private one.
+        _openssl("req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "2",
+                 "-subj", f"/CN={common_name}", cwd=directory)
+
+    def service_account_keys(self) -> tuple[Path, Path]:
+        """(public, private) halves of the service-account token key: the API server verifies
+        with the public one, the controller-manager's token controller and the API server sign
+        with the private one."""
         self._key("service-account")
-        _openssl("pkey", "-in", "service-account.key", "-pubout", "-out", "service-account.pub", cwd=directory)
+        _openssl("pkey", "-in", "service-account.key", "-pubout", "-out", "service-account.pub", cwd=self.dir)
+        return self.dir / "service-account.pub", self.dir / "service-account.key"
 
     def _key(self, name: str) -> None:
         _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key",
@@ -87,10 +93,27 @@ def kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, user: s
     return path
 
 
+# The aggregation layer's request headers, as kubeadm sets them: the API server proxies a
+# request to an extension API server (metrics-server) under the front-proxy client
+# certificate and names the user in these headers, which the extension trusts because the
+# certificate chains to the front-proxy CA published in kube-system's
+# extension-apiserver-authentication ConfigMap.
+FRONT_PROXY_CLIENT = "front-proxy-client"
+REQUEST_HEADERS = {"username": "X-Remote-User", "group": "X-Remote-Group", "extra-headers-prefix": "X-Remote-Extra-"}
+# The HPA controller's timing, shortened so a test sees a scale-up and a scale-down within
+# minutes: how often it reads metrics (default 15 s) and how long it waits, by default, before
+# a scale-down (5 min; an HPA's own behavior.scaleDown.stabilizationWindowSeconds overrides it).
+HPA_SYNC_PERIOD = "5s"
+HPA_DOWNSCALE_STABILIZATION = "15s"
+
+
 @dataclass
 class ControlPlane:
     bin_dir: Path
     work: Path
+    # Where the API server listens: loopback, or a real node's bridge address, which then
+    # also becomes the ``kubernetes`` Service's endpoint (in-cluster clients reach it there).
+    address: str = "127.0.0.1"
     processes: dict[str, Proc] = field(default_factory=dict)
     server: str = ""
     kubeconfig: Path = Path()
@@ -115,7 +138,7 @@ class ControlPlane:
         self.work.joinpath("logs").mkdir(parents=True, exist_ok=True)
         pki = self.pki = Pki(self.work / "pki")
         etcd = self._start_etcd(deadline)
-        self._start_apiserver(deadline, pki, etcd)
+        self._start_apiserver(deadline, pki, Pki(self.work / "pki" / "front-proxy", "rtvi-test-front-proxy-ca"), etcd)
         scheduler_health = self._start_controllers(pki)
         kwok_health = self._start_kwok(pki)
         self._wait("kube-scheduler", deadline, scheduler_health)
@@ -139,25 +162,39 @@ class ControlPlane:
         self._wait("etcd", deadline, lambda: http_ok(f"{client}/health"))
         return client
 
-    def _start_apiserver(self, deadline: float, pki: Pki, etcd: str) -> None:
-        """kube-apiserver with client-certificate authentication, RBAC and the default admission plugins."""
+    def _start_apiserver(self, deadline: float, pki: Pki, front_proxy: Pki, etcd: str) -> None:
+        """kube-apiserver with client-certificate authentication, RBAC, the default admission
+        plugins and the aggregation layer."""
         port = free_port()
-        self.server = f"https://127.0.0.1:{port}"
-        serving = pki.issue("apiserver", "kube-apiserver", server_names=(
-            "127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local"))
+        self.server = f"https://{self.address}:{port}"
+        serving = pki.issue("apiserver", "kube-apiserver", server_names=tuple(dict.fromkeys((
+            self.address, "127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default",
+            "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))))
         admin = pki.issue("admin", "rtvi-test-admin", organization="system:masters")
         self.kubeconfig = kubeconfig(self.work / "kubeconfig", self.server, pki.ca, *admin, "rtvi-test-admin")
+        service_account_public, service_account_private = pki.service_account_keys()
+        proxy_client = front_proxy.issue(FRONT_PROXY_CLIENT, FRONT_PROXY_CLIENT)
+        loopback = self.address.startswith("127.")
         self._run("kube-apiserver", [
             "--etcd-servers", etcd,
-            "--bind-address", "127.0.0.1", "--secure-port", str(port), "--advertise-address", "127.0.0.1",
-            # The API server's own Endpoints would carry a loopback address, which validation refuses.
-            "--endpoint-reconciler-type", "none",
+            "--bind-address", self.address, "--secure-port", str(port), "--advertise-address", self.address,
+            # On loopback, the API server's own Endpoints would carry a loopback address, which
+            # validation refuses: no in-cluster client can reach it then.
+            *(["--endpoint-reconciler-type", "none"] if loopback else []),
             "--tls-cert-file", str(serving[0]), "--tls-private-key-file", str(serving[1]),
             "--client-ca-file", str(pki.ca),
+            "--requestheader-client-ca-file", str(front_proxy.ca),
+            "--requestheader-allowed-names", FRONT_PROXY_CLIENT,
+            "--requestheader-username-headers", REQUEST_HEADERS["username"],
+            "--requestheader-group-headers", REQUEST_HEADERS["group"],
+            "--requestheader-extra-headers-prefix", REQUEST_HEADERS["extra-headers-prefix"],
+            "--proxy-client-cert-file", str(proxy_client[0]), "--proxy-client-key-file", str(proxy_client[1]),
+            # Reach an extension API server at its pod's address, not through its Service's
+            # cluster IP (which only kube-proxy's rules on a real node would route).
+            "--enable-aggregator-routing=true",
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file", str(pki.dir / "service-account.pub"),
-            "--service-account-signing-key-file", str(pki.dir / "service-account.key"),
+            "--service-account-key-file", str(service_account_public),
+            "--service-account-signing-key-file", str(service_account_private),
             "--service-cluster-ip-range", SERVICE_CIDR,
             "--authorization-mode", "Node,RBAC",
             "--allow-privileged=true",
@@ -183,7 +220,8 @@ class ControlPlane:
             "--root-ca-file", str(pki.ca),
             "--cluster-cidr", POD_CIDR, "--service-cluster-ip-range", SERVICE_CIDR,
             "--controllers", "*",
-            "--horizontal-pod-autoscaler-sync-period", "5s",
+            "--horizontal-pod-autoscaler-sync-period", HPA_SYNC_PERIOD,
+            "--horizontal-pod-autoscaler-downscale-stabilization", HPA_DOWNSCALE_STABILIZATION,
         ])
         port = free_port()
         scheduler = kubeconfig(self.work / "scheduler.kubeconfig", self.server, pki.ca,

@@ -1,6 +1,7 @@
 """One real Kubernetes node for the tests: kubelet, kube-proxy, containerd and CNI on this VM.
 
-The control plane (``ControlPlane``) runs as elsewhere; this adds what kwok fakes: a
+The control plane (``ControlPlane``) runs as elsewhere, its API server on the bridge's
+address (``start_network()`` makes the bridge first); this adds what kwok fakes: a
 kubelet that starts pods through Debian's containerd and runc (cgroupfs driver, this VM's
 cgroup v1 hierarchy), a bridge CNI network of its own (``rtvi0``, 10.244.0.0/24, no NAT
 to the outside), kube-proxy's iptables rules for Services, and CoreDNS for cluster names.
@@ -9,9 +10,11 @@ into containerd's ``k8s.io`` namespace, the pod sandbox image included (a ``paus
 our own, see kube_build).
 
 The node is reachable only on loopback and its bridge: the kubelet listens on the
-bridge's address (the API server reaches it there for logs and the pod proxy), its
-healthz, kube-proxy's and CoreDNS's health on 127.0.0.1, CoreDNS's DNS on the bridge.
-``stop()`` undoes everything ``start()`` did, in reverse, also after a failed start:
+bridge's address (the API server reaches it there for logs, the pod proxy and
+metrics-server's scrapes), its healthz, kube-proxy's and CoreDNS's health on 127.0.0.1,
+CoreDNS's DNS and the API server on the bridge (pods reach it through the ``kubernetes``
+Service). ``stop()`` undoes everything ``start_network()`` and ``start()`` did, in
+reverse, also after a failed start:
 pods, processes, iptables rules (``kube-proxy --cleanup``), mounts, the bridge, the pod
 cgroups and the sysctls the harness or the kubelet changed.
 """
@@ -97,6 +100,16 @@ class Node:
 
     # ---- start ---------------------------------------------------------------------------
 
+    def start_network(self) -> None:
+        """The bridge with the node's address, first: the node's control plane listens on that
+        address (``ControlPlane(address=NODE_IP)``), so pods reach the API server through the
+        ``kubernetes`` Service as in any cluster. Undone by ``stop()``."""
+        try:
+            self._network()
+        except BaseException:
+            self.stop()
+            raise
+
     def start(self, images: list[str], docker_save, timeout_s: float = 300) -> None:
         """Bring the node up with ``images`` (tags in a Docker engine; ``docker_save(tag, file)``
         writes one as a tar) imported, and wait until it is Ready and DNS answers."""
@@ -109,7 +122,8 @@ class Node:
     def _start(self, images: list[str], docker_save, deadline: float) -> None:
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
         self._netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-        self._network()
+        if not self._bridge_created:
+            self._network()
         self._start_containerd(deadline)
         for tag in [PAUSE_IMAGE, *images]:
             tar = self.work / "image.tar"

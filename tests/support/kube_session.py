@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from support import kube_build, node_images
+from support import kube_build, kube_metrics, node_images
 from support.kube_cluster import ControlPlane
-from support.kube_node import Node, install_packages, missing_prerequisites
+from support.kube_node import NODE_IP, PAUSE_IMAGE, Node, install_packages, missing_prerequisites
 
 # Wait for the build at most this long from when the fixture first asks (a cold build on
 # two cores takes about half of it).
@@ -39,6 +39,12 @@ def _uses_kube(item: pytest.Item) -> bool:
     return bool({"kube", "kube_node"} & set(getattr(item, "fixturenames", ())))
 
 
+def _parts(items: list[pytest.Item]) -> tuple[str, ...]:
+    """What the selected tests need built: metrics-server only for the real node."""
+    on_node = any("kube_node" in getattr(item, "fixturenames", ()) for item in items)
+    return kube_build.PARTS if on_node else (kube_build.KUBERNETES,)
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `-m kube` / `-m "not kube"` see the marker
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     kube_items = [item for item in items if _uses_kube(item)]
@@ -51,7 +57,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the build if tests that need it are still selected and nothing is cached."""
     global _background
     selected = sum(1 for item in session.items if _uses_kube(item))
-    if not selected or session.config.option.collectonly or kube_build.is_built():
+    parts = _parts(session.items)
+    if not selected or session.config.option.collectonly or kube_build.is_built(*parts):
         return
     go = kube_build.go_binary()
     if go is None:
@@ -59,7 +66,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     kube_build.cache_root().mkdir(parents=True, exist_ok=True)
     with open(kube_build.build_log(), "a") as log:
-        _background = subprocess.Popen(["nice", "-n", "19", sys.executable, kube_build.__file__],
+        _background = subprocess.Popen(["nice", "-n", "19", sys.executable, kube_build.__file__, *parts],
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _report.append(f"kube: binaries not cached; building in the background (log: {kube_build.build_log()})")
 
@@ -80,32 +87,34 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(line)
 
 
-def _binaries() -> Path:
-    """The cached bin directory once the build is done; skips without Go, fails on a failed build."""
+def _binaries(*parts: str) -> Path:
+    """The cached bin directory once ``parts`` (Kubernetes by default) are built; skips
+    without Go, fails on a failed build. The background build makes the parts in order, so
+    the control plane's tests need not wait for metrics-server."""
+    parts = parts or (kube_build.KUBERNETES,)
     started = time.monotonic()
-    if _background is not None:
-        try:
-            _background.wait(BUILD_WAIT_S)
-        except subprocess.TimeoutExpired:
+    while _background is not None and _background.poll() is None and not kube_build.is_built(*parts):
+        if time.monotonic() - started > BUILD_WAIT_S:
             pytest.fail(f"the Kubernetes build did not finish within {BUILD_WAIT_S:.0f} s; "
                         f"see {kube_build.build_log()}")
-    if not kube_build.is_built():
+        time.sleep(2)
+    if not kube_build.is_built(*parts):
         go = kube_build.go_binary()
         if go is None:
             pytest.skip(NEEDS_GO)
-        if _background is not None:
+        if _background is not None and _background.returncode:
             pytest.fail(f"the Kubernetes build failed (exit {_background.returncode}): {_log_tail()}")
         with open(kube_build.build_log(), "a") as log:
             try:
-                kube_build.ensure_built(go, BUILD_WAIT_S, log)
+                kube_build.ensure_built(go, BUILD_WAIT_S, log, parts)
             except (RuntimeError, TimeoutError) as error:
                 pytest.fail(f"{error}: {_log_tail()}")
-    built = kube_build.build_seconds()
+    built = ", ".join(f"{part} {kube_build.build_seconds(part):.0f} s" for part in parts)
     waited = time.monotonic() - started
     if _background is not None or waited > 60:
-        _report.append(f"kube: built from source in {built:.0f} s; the tests waited {waited:.0f} s for it")
+        _report.append(f"kube: built from source ({built}); the tests waited {waited:.0f} s for it")
     else:
-        _report.append(f"kube: cached binaries in {kube_build.bin_dir()}")
+        _report.append(f"kube: cached binaries in {kube_build.cache_root()}")
     return kube_build.bin_dir()
 
 
@@ -147,30 +156,39 @@ NODE_RTVI_IMAGES = ("consumer", "inference-onnx")
 
 @pytest.fixture(scope="session")
 def kube_node(tmp_path_factory, rtvi_images) -> Iterator[tuple[ControlPlane, Node, dict[str, str]]]:
-    """A control plane of its own with one real node (kubelet, kube-proxy, containerd, CoreDNS)
-    and the images it may run: ``(cluster, node, {"consumer": tag, "inference-onnx": tag,
-    "kafka": tag})``. Its own cluster, so the kwok tests' pods never land on a real node."""
+    """A control plane of its own with one real node (kubelet, kube-proxy, containerd, CoreDNS),
+    the resource metrics API (metrics-server) and the images it may run: ``(cluster, node,
+    {"consumer": tag, "inference-onnx": tag, "kafka": tag, "metrics-server": tag})``. Its own
+    cluster, so the kwok tests' pods never land on a real node; its API server listens on the
+    node's bridge, so pods (metrics-server) reach it through the ``kubernetes`` Service."""
     why = missing_prerequisites()
     if why:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the node tests: {why}")
         pytest.skip(why)
-    bin_dir = _binaries()
+    bin_dir = _binaries(*kube_build.PARTS)
     install_packages()
     started = time.monotonic()
     tags = {name: rtvi_images.get(name)[0] for name in NODE_RTVI_IMAGES}
     tags["kafka"] = node_images.build_kafka(rtvi_images.engine, rtvi_images.base)
-    node_images.build_pause(rtvi_images.engine, bin_dir / "pause")
+    node_images.build_scratch(rtvi_images.engine, bin_dir / "pause", PAUSE_IMAGE)
+    metrics_server = kube_build.metrics_server_dir()
+    tags["metrics-server"] = node_images.build_scratch(rtvi_images.engine, metrics_server / "metrics-server",
+                                                       kube_metrics.IMAGE)
     built = time.monotonic()
     work = tmp_path_factory.mktemp("kube-node")
-    cluster = ControlPlane(bin_dir, work / "cluster")
-    cluster.start()
+    cluster = ControlPlane(bin_dir, work / "cluster", address=NODE_IP)
     node = Node(cluster, work / "node")
     try:
+        node.start_network()
+        cluster.start()
         node.start(list(tags.values()), rtvi_images.save)
+        kube_metrics.install(cluster, metrics_server / "manifests", work / "metrics-server")
         _report.append(f"kube node: images built in {built - started:.0f} s, node Ready in "
                        f"{time.monotonic() - built:.0f} s (control plane, image import, kubelet)")
         yield cluster, node, tags
     finally:
+        stopping = time.monotonic()
         node.stop()
         cluster.stop()
+        _report.append(f"kube node: node and control plane stopped in {time.monotonic() - stopping:.0f} s")

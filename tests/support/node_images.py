@@ -1,7 +1,7 @@
-"""The two images a real node needs besides rtvi's own, built locally (no registry is reachable).
+"""The images a real node needs besides rtvi's own, built locally (no registry is reachable).
 
-- ``pause``: the pod sandbox image, ``FROM scratch`` around the static pause binary that
-  kube_build compiles.
+- ``pause`` (the pod sandbox) and ``metrics-server``: ``FROM scratch`` around the static
+  binaries that kube_build compiles.
 - ``kafka``: the Apache Kafka broker of the reliability tests (the same Maven Central jars
   and KRaft settings as support.kafka_broker) on the Debian base with Debian's Java 17.
   The Redpanda operator and Redpanda's images cannot be had here, so the chart is
@@ -16,7 +16,6 @@ from pathlib import Path
 
 from support import kafka_broker
 from support.docker_engine import DockerEngine
-from support.kube_node import PAUSE_IMAGE
 
 KAFKA_IMAGE = "rtvi-kafka:node"
 KAFKA_PORT = 9092
@@ -53,12 +52,14 @@ ENTRYPOINT ["/opt/kafka/entrypoint.sh"]
 """
 
 
-def build_pause(engine: DockerEngine, pause_binary: Path) -> str:
+def build_scratch(engine: DockerEngine, binary: Path, tag: str) -> str:
+    """``tag``: one static binary, ``FROM scratch``, as its entrypoint (``/<its name>``)."""
     with tempfile.TemporaryDirectory() as context:
-        shutil.copy(pause_binary, Path(context) / "pause")
-        (Path(context) / "Dockerfile").write_text('FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n')
-        engine.docker("build", "-t", PAUSE_IMAGE, context)
-    return PAUSE_IMAGE
+        shutil.copy(binary, Path(context) / binary.name)
+        (Path(context) / "Dockerfile").write_text(
+            f'FROM scratch\nCOPY {binary.name} /{binary.name}\nENTRYPOINT ["/{binary.name}"]\n')
+        engine.docker("build", "-t", tag, context)
+    return tag
 
 
 def build_kafka(engine: DockerEngine, base_image: str) -> str:

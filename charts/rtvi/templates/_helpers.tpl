@@ -281,6 +281,9 @@ serverName: {{ $t.serverName | quote }}
 {{- if and .Values.inference.autoscaling.enabled (gt (int .Values.inference.autoscaling.minReplicas) (int .Values.inference.autoscaling.maxReplicas)) }}
 {{- fail "inference.autoscaling.minReplicas must not exceed maxReplicas" }}
 {{- end }}
+{{- if and .Values.inference.autoscaling.enabled (not (include "rtvi.millicpu" (dig "requests" "cpu" "" .Values.inference.resources) | int)) }}
+{{- fail "inference.autoscaling targets CPU utilization, a percentage of inference.resources.requests.cpu: set that request (without it the HPA never scales)" }}
+{{- end }}
 {{- if and .Values.redpanda.enabled .Values.redpanda.portForward.enabled (gt (dig "statefulset" "replicas" 3 .Values.redpanda.clusterSpec | int) 1) }}
 {{- fail "redpanda.portForward reaches one broker through kubectl port-forward: it needs redpanda.clusterSpec.statefulset.replicas 1 (turn portForward off for more brokers)" }}
 {{- end }}

@@ -1,8 +1,9 @@
 """An asyncio Open Inference Protocol v2 client for image classification.
 
 Used by the consumer and the benchmarks. ``dns:///host:port`` addresses balance
-round-robin over every address the name resolves to (a headless Service's pods).
-With ``tls`` the calls use TLS (mutual TLS with a client certificate; ``protocol.tls``).
+round-robin over every address the name resolves to (a headless Service's pods), and
+follow that set as pods come and go (``protocol.balancing``). With ``tls`` the calls use
+TLS (mutual TLS with a client certificate; ``protocol.tls``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import grpc
 
 from rtvi.protocol import tensors
+from rtvi.protocol.balancing import FollowingChannel
 from rtvi.protocol.errors import InferenceError
 from rtvi.protocol.handshake import raise_if_misconfigured
 from rtvi.protocol.tls import ClientTls, channel as open_channel
@@ -40,11 +42,19 @@ class InferenceClient:
         self.url = url
         self.model = model
         self._tls = tls
-        self._channel = open_channel(url, channel_options(max_message_bytes), tls)
-        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._channels = FollowingChannel(url, lambda: open_channel(url, channel_options(max_message_bytes), tls))
+        self._stubs: tuple[grpc.aio.Channel, pb_grpc.GRPCInferenceServiceStub] | None = None
+
+    @property
+    def _stub(self) -> pb_grpc.GRPCInferenceServiceStub:
+        """The stub on the channel to use now (a new one after the channel was replaced)."""
+        channel = self._channels.channel()
+        if self._stubs is None or self._stubs[0] is not channel:
+            self._stubs = (channel, pb_grpc.GRPCInferenceServiceStub(channel))
+        return self._stubs[1]
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channels.close()
 
     async def ready(self, timeout: float = 5.0) -> bool:
         """Whether the model is ready; InferenceTlsError (exit 2) when the server is
