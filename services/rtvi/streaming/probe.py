@@ -35,6 +35,7 @@ class PodMetrics:
     buffered: int = 0
     in_flight: int = 0
     buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
+    round_trip_buckets: dict[float, float] = field(default_factory=dict)  # ModelInfer round trips, likewise
     streams: dict[str, dict[str, int]] = field(default_factory=dict)  # stream -> outcome -> frames
     retries_by_code: dict[str, int] = field(default_factory=dict)
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
@@ -51,6 +52,11 @@ class PodMetrics:
 
     def quantile_ms(self, q: float) -> float | None:
         seconds = self.quantile(q)
+        return None if seconds is None else seconds * 1000
+
+    def round_trip_ms(self, q: float) -> float | None:
+        """The q-quantile (0..1) of the inference round trip in ms, from its histogram buckets."""
+        seconds = histogram_quantile(q, self.round_trip_buckets)
         return None if seconds is None else seconds * 1000
 
     @property
@@ -82,6 +88,8 @@ def from_samples(pod: str, samples: Iterable[Sample]) -> PodMetrics:
                 counts[labels[label]] = counts.get(labels[label], 0) + int(value)
         elif name == f"{names.LATENCY}_bucket":
             result.buckets[float(labels["le"])] = value
+        elif name == f"{names.INFERENCE_SECONDS}_bucket":
+            result.round_trip_buckets[float(labels["le"])] = value
         elif name == names.STREAM_FRAMES:
             result.streams.setdefault(labels["stream"], {})[labels["outcome"]] = int(value)
         elif name == names.ASSIGNED:

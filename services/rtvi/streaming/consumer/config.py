@@ -32,7 +32,7 @@ class ConsumerConfig(InferenceTlsConfig, KafkaConfig):
     dispatch: str = setting(
         "adaptive",
         "real time only: adaptive learns frames per call and calls in flight from the round trips it measures, "
-        "within --batch-size and --max-in-flight, so that the round trip stays within half of --max-frame-age-ms; "
+        "within --batch-size and --max-in-flight, so that the round trip stays within twice --max-frame-age-ms; "
         "fixed always uses the flags (keep-all mode always does)",
         choices=("adaptive", "fixed"),
     )
