@@ -9,6 +9,7 @@ import time
 from rtvi import __version__
 from rtvi.cluster.aggregate import aggregate
 from rtvi.cluster.config import LoadtestConfig
+from rtvi.deadline import Deadline
 from rtvi.errors import ExitCode, WorkFailed
 from rtvi.streaming.probe import PodMetrics, from_prometheus
 from rtvi.cluster.kube import ClusterError, ClusterNotFound, Kube
@@ -112,7 +113,7 @@ def run_loadtest(cfg: LoadtestConfig) -> ExitCode:
     print(f"created Job {name}: {cfg.streams} streams x {cfg.fps:g} fps for {cfg.duration:g}s", file=progress)
     replicas: list[int] = []
     started = time.monotonic()
-    deadline = started + cfg.duration + cfg.wait_timeout_s
+    deadline = Deadline.from_timeout(cfg.duration + cfg.wait_timeout_s)
     while True:
         status = kube.call(f"reading Job {name}", kube.batch.read_namespaced_job_status, name, cfg.namespace).status
         replicas += [h.status.current_replicas or 0 for h in kube.hpas(cfg.release)]
@@ -122,14 +123,14 @@ def run_loadtest(cfg: LoadtestConfig) -> ExitCode:
               end="", file=progress, flush=True)
         if status.succeeded or status.failed:
             break
-        if time.monotonic() > deadline:
+        if deadline.expired:
             print(file=progress)
             raise ClusterError(f"Job {name} did not finish within {cfg.duration + cfg.wait_timeout_s:.0f}s")
         time.sleep(5)
     print(file=progress)
     # Let consumers finish what was published: wait until their counters stop moving.
     previous, stable_since = -1, time.monotonic()
-    while time.monotonic() - stable_since < 10 and time.monotonic() < deadline:
+    while time.monotonic() - stable_since < 10 and not deadline.expired:
         now = sum(p.done for p in collect(kube, cfg.release, cfg.metrics_port)[0])
         if now != previous:
             previous, stable_since = now, time.monotonic()

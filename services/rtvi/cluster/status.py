@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 
-from prometheus_client.parser import text_string_to_metric_families
 
 from rtvi.cluster.config import StatusConfig
 from rtvi.cluster.kube import Kube
 from rtvi.cluster.manifests import selector
 from rtvi.errors import ExitCode
+from rtvi.streaming.consumer.metrics import ASSIGNED, LAG
+from rtvi.streaming.probe import parse
 
 
 def _pod_problem(pod) -> str | None:
@@ -36,28 +37,23 @@ def _pod_problem(pod) -> str | None:
     return pod.status.reason or f"{pod.status.phase}, not ready"
 
 
-ASSIGNED = "rtvi_consumer_partition_assigned"
-LAG = "rtvi_consumer_lag"
-
-
 def partitions(metrics: dict[str, str]) -> list[dict]:
     """Each topic partition the consumers report: who owns it now and its lag, from every
     consumer pod's /metrics text (pod name -> text). A partition whose owner reports no lag
     yet has ``lag`` None; one nobody owns (a rebalance in progress) has no owners."""
     table: dict[tuple[str, int], dict] = {}
     for pod, text in sorted(metrics.items()):
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name not in (ASSIGNED, LAG):
-                    continue
-                topic, partition = sample.labels["topic"], int(sample.labels["partition"])
-                entry = table.setdefault((topic, partition),
-                                         {"topic": topic, "partition": partition, "lag": None, "owners": []})
-                if sample.name == ASSIGNED:
-                    if sample.value == 1:
-                        entry["owners"].append(pod)
-                else:  # one series per partition, from its owner: the larger one while a rebalance settles
-                    entry["lag"] = max(entry["lag"] or 0, int(sample.value))
+        for sample in parse(text):
+            if sample.name not in (ASSIGNED, LAG):
+                continue
+            topic, partition = sample.labels["topic"], int(sample.labels["partition"])
+            entry = table.setdefault((topic, partition),
+                                     {"topic": topic, "partition": partition, "lag": None, "owners": []})
+            if sample.name == ASSIGNED:
+                if sample.value == 1:
+                    entry["owners"].append(pod)
+            else:  # one series per partition, from its owner: the larger one while a rebalance settles
+                entry["lag"] = max(entry["lag"] or 0, int(sample.value))
     return [table[key] for key in sorted(table)]
 
 
