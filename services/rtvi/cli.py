@@ -22,7 +22,7 @@ from rtvi.export.config import ExportConfig
 from rtvi.local.config import UpConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.streaming.consumer_config import ConsumerConfig
-from rtvi.streaming.producer_config import ProducerConfig
+from rtvi.streaming.producer.config import ProducerConfig
 
 
 def _setup_logging(level: str) -> None:
@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> ExitCode:
 
 
 def _produce(args: argparse.Namespace) -> ExitCode:
-    from rtvi.streaming.producer import produce
+    from rtvi.streaming.producer.producer import produce
 
     return produce(from_namespace(ProducerConfig, args))
 
@@ -86,8 +86,8 @@ COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], ExitCode], str]] 
     "produce": (
         ProducerConfig,
         _produce,
-        "Publish frames from a video file, a webcam, an image folder or a synthetic pattern to a "
-        "Kafka/Redpanda topic as JPEG records keyed by stream, with capture time in headers.",
+        "Publish frames from a video file, a webcam, an image folder, a camera URL (RTSP/HTTP) or a "
+        "synthetic pattern to a Kafka/Redpanda topic as JPEG records keyed by stream, with capture time in headers.",
     ),
     "consume": (
         ConsumerConfig,

@@ -34,10 +34,13 @@ def setting(
     *,
     choices: Sequence[Any] | None = None,
     metavar: str | None = None,
+    secret: bool = False,
 ) -> Any:
-    """Declare a dataclass field as a setting with its help text."""
+    """Declare a dataclass field as a setting with its help text. A ``secret`` one (a
+    password, a URL with credentials) is left out of the config's repr. A ``tuple[str, ...]``
+    setting is a repeatable flag; its variable holds the values separated by whitespace."""
     return dataclasses.field(
-        default=default, metadata={"help": help, "choices": choices, "metavar": metavar}
+        default=default, repr=not secret, metadata={"help": help, "choices": choices, "metavar": metavar}
     )
 
 
@@ -55,7 +58,7 @@ def _base_type(annotation: Any) -> type:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _base_type(args[0])
-    return annotation
+    return origin or annotation
 
 
 def _parse_bool(text: str) -> bool:
@@ -69,7 +72,18 @@ def _parse_bool(text: str) -> bool:
 
 def _converter(annotation: Any):
     base = _base_type(annotation)
+    if base is tuple:
+        return lambda text: tuple(text.split())
     return _parse_bool if base is bool else base
+
+
+class _Repeat(argparse.Action):
+    """A repeatable flag collecting a tuple: its first use replaces the default (from the
+    environment or the field), so flags win over the environment as everywhere else."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        current = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, (() if current is self.default else current) + (values,))
 
 
 def _fields(cls: type) -> list[dataclasses.Field]:
@@ -102,6 +116,9 @@ def add_arguments(
             kwargs["choices"] = meta["choices"]
         if _base_type(f.type) is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif _base_type(f.type) is tuple:
+            kwargs["action"] = _Repeat
+            kwargs["metavar"] = meta.get("metavar") or f.name.upper()
         else:
             kwargs["type"] = convert
             kwargs["metavar"] = meta.get("metavar") or f.name.upper()

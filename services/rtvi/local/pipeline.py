@@ -30,7 +30,7 @@ from rtvi.local.status import judge, status_line
 from rtvi.streaming.kafka_config import KafkaConfig, check_broker, ensure_topics
 from rtvi.streaming.progress import PodMetrics, healthy, scrape
 from rtvi.streaming.report import BEGIN, END
-from rtvi.streaming.sources import check_capture
+from rtvi.streaming.producer.sources import check_capture
 
 log = logging.getLogger("rtvi.up")
 
