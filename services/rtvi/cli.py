@@ -22,6 +22,7 @@ from rtvi.export.config import ExportConfig
 from rtvi.local.config import UpConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.streaming.consumer_config import ConsumerConfig
+from rtvi.streaming.ingest.config import IngestConfig
 from rtvi.streaming.producer.config import ProducerConfig
 
 
@@ -43,6 +44,12 @@ def _produce(args: argparse.Namespace) -> ExitCode:
     from rtvi.streaming.producer.producer import produce
 
     return produce(from_namespace(ProducerConfig, args))
+
+
+def _ingest(args: argparse.Namespace) -> ExitCode:
+    from rtvi.streaming.ingest.supervisor import ingest
+
+    return ingest(from_namespace(IngestConfig, args))
 
 
 def _consume(args: argparse.Namespace) -> ExitCode:
@@ -88,6 +95,13 @@ COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], ExitCode], str]] 
         _produce,
         "Publish frames from a video file, a webcam, an image folder, a camera URL (RTSP/HTTP) or a "
         "synthetic pattern to a Kafka/Redpanda topic as JPEG records keyed by stream, with capture time in headers.",
+    ),
+    "ingest": (
+        IngestConfig,
+        _ingest,
+        "Read a fleet of network cameras (RTSP, HTTP MJPEG/HLS) into a Kafka/Redpanda topic, each camera on "
+        "its own reader at its own rate, keeping only its latest frame, reconnecting with backoff, with "
+        "per-camera health (/metrics, /livez, /readyz); the cameras file is re-read on SIGHUP and on change.",
     ),
     "consume": (
         ConsumerConfig,

@@ -18,6 +18,7 @@ from rtvi.streaming.producer.sources.redact import redact, url_secrets
     ("rtsp://viewer@cam/x", "rtsp://viewer@cam/x"),  # no password: nothing to hide
     ("Connection to tcp://127.0.0.1:1?timeout=0 failed", "Connection to tcp://127.0.0.1:1?timeout=0 failed"),
     ("rtsp://cam:554/a and http://u:p@h/b", "rtsp://cam:554/a and http://u:***@h/b"),
+    ("GET /v HTTP/1.1\r\nAuthorization: Basic dTpwdw==\r\nHost: h", "GET /v HTTP/1.1\r\nAuthorization: ***\r\nHost: h"),
 ])
 def test_redact_masks_passwords_and_secret_query_values_only(text, shown):
     assert redact(text) == shown

@@ -23,6 +23,8 @@ _USERINFO = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]
 _QUERY_SECRET = re.compile(
     r"(?i)(?P<prefix>[?&](?:password|passwd|pass|pwd|token|access_token|auth|key|api_key|apikey|secret|"
     r"signature|sig)=)[^&#\s]+")
+# FFmpeg's trace level prints request headers: a Basic credential is only base64.
+_AUTHORIZATION = re.compile(r"(?im)(?P<prefix>\b(?:proxy-)?authorization:[ \t]*)[^\r\n]+")
 SECRET_QUERY_KEYS = {"password", "passwd", "pass", "pwd", "token", "access_token", "auth", "key", "api_key",
                      "apikey", "secret", "signature", "sig"}
 # Masking a short string everywhere would mangle unrelated text (a password "1" in "frame 1"):
@@ -31,8 +33,10 @@ _MIN_LOOSE_SECRET = 4
 
 
 def redact(text: str) -> str:
-    """``rtsp://user:pass@host/x?token=t`` -> ``rtsp://user:***@host/x?token=***``, anywhere in ``text``."""
+    """``rtsp://user:pass@host/x?token=t`` -> ``rtsp://user:***@host/x?token=***``, anywhere in ``text``;
+    and the value of any ``Authorization:`` header line."""
     text = _USERINFO.sub(lambda m: f"{m['prefix']}:{MASK}@", text)
+    text = _AUTHORIZATION.sub(lambda m: f"{m['prefix']}{MASK}", text)
     return _QUERY_SECRET.sub(lambda m: f"{m['prefix']}{MASK}", text)
 
 
