@@ -8,7 +8,6 @@ runs it. The tests read what users read: the topic (with the broker's own append
 from __future__ import annotations
 
 import json
-import signal
 import statistics
 import time
 import urllib.error

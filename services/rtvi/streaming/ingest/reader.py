@@ -34,8 +34,9 @@ import numpy as np
 from rtvi.streaming.ingest import metrics
 from rtvi.streaming.ingest.cameras import Camera
 from rtvi.streaming.producer.sources.base import (
-    FrameSource, Lifecycle, SourceError, SourceFrozen, SourceState, SourceStalled, SourceEnded,
+    FrameSource, Lifecycle, SourceEnded, SourceError, SourceFrozen, SourceStalled, SourceState,
 )
+from rtvi.streaming.producer.sources.redact import redact
 
 log = logging.getLogger("rtvi.ingest")
 
@@ -92,7 +93,10 @@ class Backoff:
 
 class Pacer:
     """Which frames are due at ``fps``: the long-run rate is ``fps`` whatever the camera's
-    own rate above it; after a gap (a stall) it starts afresh rather than catching up."""
+    own rate above it, through the jitter of a loaded network or host (a late frame is made
+    up by the next ones); after a real gap (a stall) it starts afresh rather than catching up."""
+
+    GAP_S = 0.5
 
     def __init__(self, fps: float) -> None:
         self.interval = 1.0 / fps
@@ -102,7 +106,8 @@ class Pacer:
         if now < self.next_due:
             return False
         behind = now - self.next_due
-        self.next_due = self.next_due + self.interval if behind < self.interval else now + self.interval
+        self.next_due = self.next_due + self.interval if behind < max(self.interval, self.GAP_S) \
+            else now + self.interval
         return True
 
 
@@ -269,11 +274,18 @@ class CameraReader:
                 source.open()
                 self._stream(source, generation)
             except SourceError as error:
-                with self._lock:
-                    if self._current(generation):
-                        self._fail(error)
+                self._fail_if_current(generation, error)
+            except Exception as exc:  # noqa: BLE001 (an OpenCV or FFmpeg surprise must not end the camera)
+                log.debug("camera %s: unexpected error", self.camera.name, exc_info=True)
+                self._fail_if_current(generation, SourceError(
+                    f"{self.camera.shown_url}: {type(exc).__name__}: {redact(str(exc))}"))
             finally:
                 source.close()
+
+    def _fail_if_current(self, generation: int, error: SourceError) -> None:
+        with self._lock:
+            if self._current(generation):
+                self._fail(error)
 
     def _watch(self, generation: int, seconds: float | None) -> None:
         with self._lock:

@@ -143,8 +143,8 @@ class FrameProducer:
         log.info("publishing %s frames from %d stream(s) to %s on %s",
                  cfg.source, cfg.streams, cfg.topic, cfg.bootstrap_servers)
         while sources and not self._stopping and time.monotonic() < deadline:
-            for stream_id, frames in list(sources.items()):
-                image = next(frames, None)
+            for stream_id, images in list(sources.items()):
+                image = next(images, None)
                 if image is None:
                     del sources[stream_id]
                     continue

@@ -25,7 +25,8 @@ FAST = ReaderSettings(stall_timeout_s=0.3, frozen_timeout_s=0.3, open_timeout_s=
 class FakeSource:
     """A camera that does what its script says: ``ok`` (a new picture every 10 ms), ``refuse`` (open
     fails), ``block`` (three frames, then a read that blocks until ``release``), ``frozen`` (the same
-    picture), ``end`` (three frames, then the end of the stream)."""
+    picture), ``end`` (three frames, then the end of the stream), ``crash`` (a read raises what no
+    source should: an OpenCV surprise)."""
 
     description = "fake camera"
     live = True
@@ -38,6 +39,8 @@ class FakeSource:
             raise SourceUnreachable("fake camera: connection refused")
 
     def grab(self) -> bool:
+        if self.behaviour == "crash":
+            raise RuntimeError("OpenCV(4.14.0) error in rtsp://u:pw@h/x")
         if self.behaviour in ("block", "end") and self.frames >= 3:
             if self.behaviour == "end":
                 return False
@@ -127,6 +130,14 @@ def test_a_stream_that_ends_is_reconnected_and_frames_flow_again(reader_for):
     assert sample(metrics.RECONNECTS, camera=reader.camera.name) == 1
     assert sample(metrics.CAMERA_UP, camera=reader.camera.name) == 1
     assert wait_until(reader.slot.take, 2)
+
+
+def test_an_unexpected_error_is_a_failure_like_any_other(reader_for):
+    script = Script("crash", "ok")
+    reader = reader_for(script)
+    wait_until(lambda: len(script.opened) == 2 and reader.lifecycle.state == SourceState.STREAMING, 5)
+    assert sample(metrics.ERRORS, camera=reader.camera.name, reason="failed") == 1
+    assert "RuntimeError: OpenCV(4.14.0) error in rtsp://u:***@h/x" in reader.status()["last_error"]
 
 
 def test_a_read_that_blocks_is_abandoned_by_the_watchdog_and_the_camera_reconnects(reader_for):
