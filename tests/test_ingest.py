@@ -343,7 +343,7 @@ def test_cameras_added_and_removed_while_running_and_no_credential_ever_shown(tm
     ("- {name: a, url: 'ftp://u:${PW}@h/x'}", {"PW": PASSWORD},
      "{file}: entry 1: camera 'a': url 'ftp://u:***@h/x': the scheme must be one of rtsp://, rtsps://, http://, "
      "https://"),
-])
+], ids=["unset-variable", "duplicate-name", "bad-scheme"])
 def test_bad_configuration_is_one_line_and_exit_2_before_anything_starts(tmp_path, cameras, env, message):
     cams = cameras_file(tmp_path, cameras)
     proc = Proc(rtvi_command("ingest", "--cameras", str(cams), "--bootstrap-servers", f"127.0.0.1:{free_port()}",
