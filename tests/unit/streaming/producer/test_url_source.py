@@ -84,7 +84,8 @@ def test_silence_is_a_timeout():
 
 
 class _Http(BaseHTTPRequestHandler):
-    """401 with a Basic challenge unless the right credentials come; 404 off /video; else 200 text."""
+    """An HTTP camera: 401 with a Basic challenge unless the right credentials come; then
+    /video.mjpg is an MJPEG stream (multipart JPEGs, 25 a second), /video an HTML page, the rest 404."""
 
     def do_GET(self) -> None:  # noqa: N802
         import base64
@@ -92,6 +93,8 @@ class _Http(BaseHTTPRequestHandler):
         good = "Basic " + base64.b64encode(f"viewer:{PASSWORD}".encode()).decode()
         if self.headers.get("Authorization") != good:
             status, headers = 401, {"WWW-Authenticate": 'Basic realm="cam"'}
+        elif self.path == "/video.mjpg":
+            return self._mjpeg()
         else:
             status, headers = (200, {"Content-Type": "text/html"}) if self.path == "/video" else (404, {})
         self.send_response(status)
@@ -99,6 +102,24 @@ class _Http(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _mjpeg(self) -> None:
+        import time
+
+        import cv2
+        import numpy as np
+
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        try:
+            for index in range(50):
+                jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), index * 5, np.uint8))[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                 + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                time.sleep(0.04)
+        except OSError:  # the reader went away
+            pass
 
     def log_message(self, *args: object) -> None:
         pass
@@ -110,6 +131,19 @@ def http_camera():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+def test_an_http_mjpeg_camera_streams_with_basic_auth(http_camera):
+    source = UrlSource(f"http://viewer:{PASSWORD}@{http_camera}/video.mjpg", open_timeout_s=5, read_timeout_s=5)
+    source.open()
+    try:
+        for _ in range(3):
+            assert source.grab()
+        assert source.retrieve().shape == (120, 160, 3)
+    finally:
+        source.close()
+    with pytest.raises(SourceAuthFailed, match="refused the credentials"):
+        UrlSource(f"http://viewer:wrong-pw@{http_camera}/video.mjpg", open_timeout_s=5).open()
 
 
 @pytest.mark.parametrize(("path", "password", "error"), [
