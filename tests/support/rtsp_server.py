@@ -6,6 +6,10 @@ TCP with RTP interleaved on the same connection (RFC 2326 section 10.12), carryi
 OpenCV's ``VideoWriter`` (MPEG-4 part 2; the pip OpenCV has no H.264 encoder); any MPEG-TS
 file works (the benchmark passes H.264 made with Debian's ffmpeg).
 
+RTP goes over UDP instead when the client asks for it in SETUP (FFmpeg's ``rtsp_transport
+udp``): the server then sends each session's packets to the client's port from a UDP port
+of its own.
+
 It behaves like a camera, not like a file server:
 
 - live and paced: each session gets one frame every 1/fps seconds, starting at the clip's
@@ -156,14 +160,16 @@ class _Session:
     """One client's RTP stream: continuity counters, sequence numbers and timestamps of its own."""
 
     clip: Clip
-    channel: int = 0
+    channel: int = 0  # TCP: the interleaved channel
+    udp: socket.socket | None = None  # UDP: our socket, and where the client wants the packets
+    client: tuple[str, int] | None = None
     ssrc: int = field(default_factory=lambda: secrets.randbits(32))
     sequence: int = field(default_factory=lambda: secrets.randbits(16))
     counters: dict[int, int] = field(default_factory=dict)
     sent: int = 0  # frames sent
 
     def packets(self, index: int) -> list[bytes]:
-        """The interleaved RTP packets of the session's next frame, clip frame ``index``."""
+        """The RTP packets of the session's next frame, clip frame ``index``."""
         clip = self.clip
         # Clip frame ``index`` plays as the session's frame ``sent``: its timestamps move there.
         shift = round((self.sent - index) * PTS_HZ / clip.fps)
@@ -184,10 +190,22 @@ class _Session:
             last = offset + chunk >= len(data)
             header = struct.pack("!BBHII", 0x80, (0x80 if last else 0) | 33, self.sequence, timestamp, self.ssrc)
             self.sequence = (self.sequence + 1) & 0xFFFF
-            rtp = header + data[offset:offset + chunk]
-            out.append(b"$" + bytes([self.channel]) + struct.pack("!H", len(rtp)) + rtp)
+            out.append(header + data[offset:offset + chunk])
         self.sent += 1
         return out
+
+    def send(self, conn: socket.socket, index: int) -> None:
+        """Send clip frame ``index``: interleaved on the RTSP connection, or over UDP."""
+        packets = self.packets(index)
+        if self.udp is None:
+            conn.sendall(b"".join(b"$" + bytes([self.channel]) + struct.pack("!H", len(p)) + p for p in packets))
+            return
+        for packet in packets:
+            self.udp.sendto(packet, self.client)
+
+    def close(self) -> None:
+        if self.udp is not None:
+            self.udp.close()
 
 
 class RtspServer:
@@ -200,6 +218,7 @@ class RtspServer:
         self.port = port
         self.credentials = credentials
         self.plays: dict[str, int] = dict.fromkeys(clips, 0)  # PLAY requests served, per path
+        self.transports: dict[str, int] = {}  # sessions set up, by transport ("tcp", "udp")
         self.refused: dict[str, int] = {}  # requests answered 401 / 404, by status
         self._paused = threading.Event()
         self._listener: socket.socket | None = None
@@ -295,8 +314,7 @@ class RtspServer:
                     due = playing_since + session.sent / session.clip.fps
                     wait = max(0.0, due - time.monotonic())
                     if wait == 0.0:
-                        index = (first + session.sent) % len(session.clip.frames)
-                        conn.sendall(b"".join(session.packets(index)))
+                        session.send(conn, (first + session.sent) % len(session.clip.frames))
                         continue
                 elif playing:  # paused: the live clock runs on without us
                     playing_since += wait
@@ -309,7 +327,7 @@ class RtspServer:
                 buffer += data
                 while (request := _take_request(buffer)) is not None:
                     method, url, headers = request
-                    reply, new_session, path = self._answer(method, url, headers, path, session)
+                    reply, new_session, path = self._answer(method, url, headers, path, session, conn)
                     if new_session is not None and session is None:
                         session = new_session
                     conn.sendall(reply)
@@ -327,9 +345,11 @@ class RtspServer:
             with self._lock:
                 self._connections.discard(conn)
             conn.close()
+            if session is not None:
+                session.close()
 
-    def _answer(self, method: str, url: str, headers: dict[str, str], path: str,
-                session: _Session | None) -> tuple[bytes, _Session | None, str]:
+    def _answer(self, method: str, url: str, headers: dict[str, str], path: str, session: _Session | None,
+                conn: socket.socket) -> tuple[bytes, _Session | None, str]:
         cseq = headers.get("cseq", "0")
         if method == "OPTIONS":
             return _reply(200, cseq, {"Public": "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER"}), None, path
@@ -348,13 +368,25 @@ class RtspServer:
                    "m=video 0 RTP/AVP 33\r\na=rtpmap:33 MP2T/90000\r\na=control:trackID=0\r\n").encode()
             return _reply(200, cseq, {"Content-Base": base, "Content-Type": "application/sdp"}, sdp), None, path
         if method == "SETUP":
-            transport = headers.get("transport", "")
-            if "RTP/AVP/TCP" not in transport:
-                return _reply(461, cseq), None, path  # Unsupported Transport: TCP only
-            interleaved = transport.split("interleaved=")[-1].split("-")[0] if "interleaved=" in transport else "0"
-            new = session or _Session(self.clips[path], channel=int(interleaved))
-            return _reply(200, cseq, {"Transport": f"RTP/AVP/TCP;unicast;interleaved={new.channel}-{new.channel + 1}",
-                                      "Session": f"{new.ssrc:08x};timeout=60"}), new, path
+            if session is not None:
+                return _reply(455, cseq), None, path  # one track, one SETUP
+            transport = dict(_field(part) for part in headers.get("transport", "").split(";"))
+            if "RTP/AVP/TCP" in transport:
+                channel = int(transport.get("interleaved", "0").split("-")[0])
+                new = _Session(self.clips[path], channel=channel)
+                answer = f"RTP/AVP/TCP;unicast;interleaved={channel}-{channel + 1}"
+            elif "client_port" in transport:
+                client_port = int(transport["client_port"].split("-")[0])
+                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                udp.bind((conn.getsockname()[0], 0))
+                new = _Session(self.clips[path], udp=udp, client=(conn.getpeername()[0], client_port))
+                server_port = udp.getsockname()[1]
+                answer = f"RTP/AVP;unicast;client_port={transport['client_port']};server_port={server_port}-{server_port + 1}"
+            else:
+                return _reply(461, cseq), None, path  # Unsupported Transport
+            kind = "udp" if new.udp else "tcp"
+            self.transports[kind] = self.transports.get(kind, 0) + 1
+            return _reply(200, cseq, {"Transport": answer, "Session": f"{new.ssrc:08x};timeout=60"}), new, path
         if method == "PLAY":
             if session is None:
                 return _reply(455, cseq), None, path  # Method Not Valid in This State
@@ -384,6 +416,12 @@ def _digest_fields(text: str) -> dict[str, str]:
         key, _, value = part.strip().partition("=")
         fields[key.lower()] = value.strip('"')
     return fields
+
+
+def _field(part: str) -> tuple[str, str]:
+    """``client_port=5000-5001`` -> (``client_port``, ``5000-5001``); ``RTP/AVP/TCP`` -> (it, "")."""
+    key, _, value = part.strip().partition("=")
+    return key, value
 
 
 def _take_request(buffer: bytearray) -> tuple[str, str, dict[str, str]] | None:

@@ -15,7 +15,7 @@ from rtvi.streaming.producer.sources.base import (
     SourceAuthFailed, SourceError, SourceNotFound, SourceTimeout, SourceUnreachable, SourceUnsupported,
 )
 from rtvi.streaming.producer.sources.probe import diagnose
-from rtvi.streaming.producer.sources.url import UrlSource, url_problem
+from rtvi.streaming.producer.sources.url import FFMPEG_OPTIONS_ENV, UrlSource, url_problem
 from support.rtsp_server import Clip, RtspServer
 
 PASSWORD = "s3cret-Pw"
@@ -32,7 +32,11 @@ def _no_secret(error: SourceError) -> SourceError:
     return error
 
 
-def test_an_rtsp_camera_streams_through_opencvs_ffmpeg(camera):
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_an_rtsp_camera_streams_through_opencvs_ffmpeg_over_tcp_or_udp(camera, monkeypatch, transport):
+    # What configure_ffmpeg sets once per process (OpenCV reads it at every open).
+    monkeypatch.setenv(FFMPEG_OPTIONS_ENV, f"rtsp_transport;{transport}")
+    before = camera.transports.get(transport, 0)
     source = UrlSource(camera.url("cam", "viewer", PASSWORD), open_timeout_s=5, read_timeout_s=5)
     assert PASSWORD not in source.description + repr(source)
     source.open()
@@ -42,6 +46,7 @@ def test_an_rtsp_camera_streams_through_opencvs_ffmpeg(camera):
         assert source.retrieve().shape == (120, 160, 3)
     finally:
         source.close()
+    assert camera.transports[transport] == before + 1
 
 
 @pytest.mark.parametrize(("path", "user", "password", "error", "words"), [
