@@ -100,6 +100,7 @@ class Supervisor:
         next_reload = now + self.config.reload_interval_s if self.config.reload_interval_s else float("inf")
         next_report = now + self.config.report_interval if self.config.report_interval else float("inf")
         last_report = self._counts()
+        stopped_cleanly = False
         try:
             while not self._stopping:
                 self._wake.wait(TICK_S)
@@ -117,8 +118,10 @@ class Supervisor:
                 if now >= next_report:
                     last_report = self._report(last_report, now - (next_report - self.config.report_interval))
                     next_report = now + self.config.report_interval
+            stopped_cleanly = True
         finally:
-            self._shutdown(publisher)
+            # After an error (the broker refused our credentials) there is nothing to flush to.
+            self._shutdown(publisher, flush=stopped_cleanly)
             if server is not None:
                 server.shutdown()
         return ExitCode.OK
@@ -128,15 +131,16 @@ class Supervisor:
             if self.publisher.idle(name) and (frame := reader.slot.take()) is not None:
                 self.publisher.send(name, frame)
 
-    def _shutdown(self, publisher: Publisher) -> None:
+    def _shutdown(self, publisher: Publisher, flush: bool) -> None:
         """Stop the readers, hand the broker the frames held, wait for it (bounded)."""
         for reader in self.readers.values():
             reader.stop()
-        self._publish()
-        remaining = publisher.flush(self.config.shutdown_timeout_s)
-        if remaining:
-            log.warning("%d frame(s) still undelivered after %g s: not published", remaining,
-                        self.config.shutdown_timeout_s)
+        if flush:
+            self._publish()
+            remaining = publisher.flush(self.config.shutdown_timeout_s)
+            if remaining:
+                log.warning("%d frame(s) still undelivered after %g s: not published", remaining,
+                            self.config.shutdown_timeout_s)
         for reader in self.readers.values():
             reader.join(1.0)
 
