@@ -202,7 +202,7 @@ def test_two_cameras_publish_at_their_target_rates_keyed_by_name(tmp_path, broke
         print(f"\n{name}: {len(mine)} frames, {measured:.2f} fps (target {fps}), capture to broker "
               f"median {statistics.median(ages) * 1000:.0f} ms, max {max(ages) * 1000:.0f} ms")
         assert abs(measured - fps) / fps <= 0.10, (name, measured)
-        assert statistics.median(ages) < 0.3 and max(ages) < 1.0, ages
+        assert statistics.median(ages) < 0.3 and max(ages) < 1.5, ages
 
 
 def test_a_camera_outage_and_a_stalled_camera_are_survived(tmp_path, broker, camera, run_ingest, request):
