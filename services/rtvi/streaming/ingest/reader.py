@@ -9,7 +9,7 @@ counted as skipped. Nothing queues, so what is published is at most one frame in
 plus publishing time old.
 
 When the stream fails (an error, its end, a picture that stopped changing) the reader
-waits a capped, jittered, doubling delay (:class:`Backoff`) and connects again, for ever.
+waits a capped, jittered, doubling delay (``policy.Backoff``) and connects again, for ever.
 A read can also block past every timeout inside FFmpeg; then the supervisor's watchdog
 (:meth:`CameraReader.watchdog`) declares the camera stalled and starts a fresh worker
 thread. The blocked one is abandoned, not killed (no thread can be): a generation number
@@ -20,10 +20,8 @@ closes its capture and exits.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +31,7 @@ import numpy as np
 
 from rtvi.streaming.ingest import metrics
 from rtvi.streaming.ingest.cameras import Camera
+from rtvi.streaming.ingest.policy import Backoff, FreezeDetector, Pacer
 from rtvi.streaming.producer.sources.base import (
     FrameSource, Lifecycle, SourceEnded, SourceError, SourceFrozen, SourceStalled, SourceState,
 )
@@ -71,65 +70,6 @@ class LatestFrame:
         with self._lock:
             frame, self._frame = self._frame, None
         return frame
-
-
-class Backoff:
-    """Delays before reconnecting: ``initial`` doubling per failure up to ``maximum``, each
-    +-``jitter`` (so a fleet that lost its network together does not reconnect in step)."""
-
-    def __init__(self, initial: float, maximum: float, jitter: float = 0.2,
-                 rng: Callable[[], float] = random.random) -> None:
-        self.initial, self.maximum, self.jitter, self._rng = initial, maximum, jitter, rng
-        self.failures = 0
-
-    def next(self) -> float:
-        base = min(self.maximum, self.initial * 2 ** min(self.failures, 30))
-        self.failures += 1
-        return min(self.maximum, base * (1 + self.jitter * (2 * self._rng() - 1)))
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
-class Pacer:
-    """Which frames are due at ``fps``: the long-run rate is ``fps`` whatever the camera's
-    own rate above it, through the jitter of a loaded network or host (a late frame is made
-    up by the next ones); after a real gap (a stall) it starts afresh rather than catching up."""
-
-    GAP_S = 0.5
-
-    def __init__(self, fps: float) -> None:
-        self.interval = 1.0 / fps
-        self.next_due = float("-inf")
-
-    def due(self, now: float) -> bool:
-        if now < self.next_due:
-            return False
-        behind = now - self.next_due
-        self.next_due = self.next_due + self.interval if behind < max(self.interval, self.GAP_S) \
-            else now + self.interval
-        return True
-
-
-class FreezeDetector:
-    """A camera whose encoder hung often keeps resending its last frame. Such frames decode
-    to exactly the same picture, where a live but still scene does not (sensor noise, a
-    clock overlay), so a picture unchanged to the bit for ``timeout_s`` (compared on a
-    subsampled fingerprint of single pixels, never averaged) means a frozen stream."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self._fingerprint: int | None = None
-        self._since = 0.0
-
-    def frozen(self, image: np.ndarray, now: float) -> bool:
-        if not self.timeout_s:
-            return False
-        fingerprint = zlib.crc32(np.ascontiguousarray(image[::8, ::8]).data)
-        if fingerprint != self._fingerprint:
-            self._fingerprint, self._since = fingerprint, now
-            return False
-        return now - self._since >= self.timeout_s
 
 
 @dataclass(frozen=True)

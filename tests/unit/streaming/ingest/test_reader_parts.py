@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from rtvi.streaming.ingest.cameras import Camera
-from rtvi.streaming.ingest.reader import Backoff, Frame, FreezeDetector, LatestFrame, Pacer, encode
+from rtvi.streaming.ingest.policy import Backoff, FreezeDetector, Pacer
+from rtvi.streaming.ingest.reader import Frame, LatestFrame, encode
 from rtvi.streaming.producer.sources.base import SourceError
 
 
