@@ -27,6 +27,19 @@ def camera():
         yield server
 
 
+def read_frames(url: str, count: int = 5) -> tuple[int, ...]:
+    """Open ``url``, read ``count`` frames, close; the last frame's shape."""
+    source = UrlSource(url, open_timeout_s=5, read_timeout_s=5)
+    assert PASSWORD not in source.description + repr(source)
+    source.open()
+    try:
+        for _ in range(count):
+            assert source.grab()
+        return source.retrieve().shape
+    finally:
+        source.close()
+
+
 def _no_secret(error: SourceError) -> SourceError:
     assert PASSWORD not in str(error) and "wrong-pw" not in str(error)
     return error
@@ -37,15 +50,7 @@ def test_an_rtsp_camera_streams_through_opencvs_ffmpeg_over_tcp_or_udp(camera, m
     # What configure_ffmpeg sets once per process (OpenCV reads it at every open).
     monkeypatch.setenv(FFMPEG_OPTIONS_ENV, f"rtsp_transport;{transport}")
     before = camera.transports.get(transport, 0)
-    source = UrlSource(camera.url("cam", "viewer", PASSWORD), open_timeout_s=5, read_timeout_s=5)
-    assert PASSWORD not in source.description + repr(source)
-    source.open()
-    try:
-        for _ in range(5):
-            assert source.grab()
-        assert source.retrieve().shape == (120, 160, 3)
-    finally:
-        source.close()
+    assert read_frames(camera.url("cam", "viewer", PASSWORD)) == (120, 160, 3)
     assert camera.transports[transport] == before + 1
 
 
@@ -139,14 +144,7 @@ def http_camera():
 
 
 def test_an_http_mjpeg_camera_streams_with_basic_auth(http_camera):
-    source = UrlSource(f"http://viewer:{PASSWORD}@{http_camera}/video.mjpg", open_timeout_s=5, read_timeout_s=5)
-    source.open()
-    try:
-        for _ in range(3):
-            assert source.grab()
-        assert source.retrieve().shape == (120, 160, 3)
-    finally:
-        source.close()
+    assert read_frames(f"http://viewer:{PASSWORD}@{http_camera}/video.mjpg") == (120, 160, 3)
     with pytest.raises(SourceAuthFailed, match="refused the credentials"):
         UrlSource(f"http://viewer:wrong-pw@{http_camera}/video.mjpg", open_timeout_s=5).open()
 
