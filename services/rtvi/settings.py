@@ -77,6 +77,27 @@ def _converter(annotation: Any):
     return _parse_bool if base is bool else base
 
 
+class _FromEnvironment(str):
+    """A setting's raw text from its ``RTVI_*`` variable. argparse converts a string default
+    only for the command being run, so a variable meant for one command (``RTVI_RESIZE=640x480``
+    for `rtvi ingest`) never breaks the parser of another that reads it differently (`rtvi
+    export --resize` takes a number): every subcommand's parser is built at each start."""
+
+
+def _typed(convert, env: str):
+    """``convert`` whose error, for a value that came from ``env``, names the variable."""
+    def parse(text: str):
+        try:
+            return convert(text)
+        except ValueError as exc:
+            if isinstance(text, _FromEnvironment):
+                raise argparse.ArgumentTypeError(f"{env}={str(text)!r}: {exc}") from None
+            raise
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
 class _Repeat(argparse.Action):
     """A repeatable flag collecting a tuple: its first use replaces the default (from the
     environment or the field), so flags win over the environment as everywhere else."""
@@ -97,17 +118,20 @@ def _fields(cls: type) -> list[dataclasses.Field]:
 def add_arguments(
     parser: argparse.ArgumentParser, cls: type, environ: Mapping[str, str] | None = None
 ) -> None:
-    """Add one flag per setting of ``cls``; defaults come from the environment."""
+    """Add one flag per setting of ``cls``; defaults come from the environment (converted
+    when the command runs: see ``_FromEnvironment``)."""
     environ = os.environ if environ is None else environ
     for f in _fields(cls):
         convert = _converter(f.type)
         default = f.default
         env = env_name(f.name)
-        if env in environ:
+        if env in environ and _base_type(f.type) in (bool, tuple):
             try:
                 default = convert(environ[env])
             except ValueError as exc:
                 parser.error(f"{env}={environ[env]!r}: {exc}")
+        elif env in environ:
+            default = _FromEnvironment(environ[env])
         meta = f.metadata
         shown = "unset" if f.default is None else f.default
         help_text = f"{meta['help']} [env {env}; default: {shown}]"
@@ -120,7 +144,7 @@ def add_arguments(
             kwargs["action"] = _Repeat
             kwargs["metavar"] = meta.get("metavar") or f.name.upper()
         else:
-            kwargs["type"] = convert
+            kwargs["type"] = _typed(convert, env)
             kwargs["metavar"] = meta.get("metavar") or f.name.upper()
         parser.add_argument(flag_name(f.name), **kwargs)
 
