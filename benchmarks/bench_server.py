@@ -89,7 +89,7 @@ def _torch_cuda() -> bool:
 
 
 def synthetic_jpegs(count: int, width: int = 640, height: int = 480) -> list[bytes]:
-    from rtvi.streaming.sources import SyntheticSource
+    from rtvi.streaming.producer.sources.synthetic import SyntheticSource
 
     source = SyntheticSource(width=width, height=height)
     return [cv2.imencode(".jpg", source.frame(i), [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for i in range(count)]

@@ -996,3 +996,88 @@ def test_network_policies_are_off_by_default_and_follow_the_broker(helm, chart):
                                                                                           "rtvi-inference"]
     closed = render(helm, chart, *set_args({"networkPolicy.enabled": "true", "networkPolicy.metricsNamespace": ""}))
     assert one(closed, "NetworkPolicy", "-consumer")["spec"]["ingress"] == []
+
+
+# --- ingest: network cameras into the frames topic ----------------------------------------------
+
+INGEST = {"ingest.enabled": "true", "ingest.credentialsSecret": "camera-credentials",
+          "ingest.cameras[0].name": "gate", "ingest.cameras[0].url": "rtsp://viewer:${GATE_PASSWORD}@10.0.0.5/s1",
+          "ingest.cameras[0].fps": "2", "ingest.cameras[0].roi": "{100,50,400,300}",
+          "ingest.cameras[1].name": "dock", "ingest.cameras[1].url": "http://10.0.0.6/video.mjpg",
+          "ingest.cameras[1].resize": "320x240"}
+
+
+def test_ingest_renders_valid_manifests_with_every_option(helm, chart, tmp_path):
+    docs = render(helm, chart, *VALUES["production"], *set_args(INGEST))
+    kinds = {k: len(by_kind(docs, k)) for k in {d["kind"] for d in docs}}
+    expected = EXPECTED_KINDS["production"]
+    assert kinds == {**expected, "Deployment": expected["Deployment"] + 1, "Service": expected["Service"] + 1,
+                     "ConfigMap": 1, "ServiceMonitor": expected["ServiceMonitor"] + 1}, kinds
+    monitor = one(docs, "ServiceMonitor", "-ingest")["spec"]
+    assert monitor["selector"]["matchLabels"] == one(docs, "Service", "-ingest-metrics")["spec"]["selector"]
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    validator = Path(sys.executable).with_name("kubernetes-validate")
+    for version in (K8S_VERSIONS[0], K8S_VERSIONS[-1]):
+        out = subprocess.run([str(validator), "--strict", "-k", version, str(manifest)], capture_output=True, text=True)
+        assert out.returncode == 0 and "ERROR" not in out.stdout, f"{version}:\n{out.stdout}{out.stderr}"
+    assert not by_kind(render(helm, chart), "ConfigMap"), "ingest is off by default"
+
+
+def test_ingest_speaks_rtvi_ingests_settings_and_reads_the_cameras_from_values(helm, chart):
+    from rtvi.settings import env_name
+    from rtvi.streaming.ingest.cameras import Camera, Defaults, parse_file
+    from rtvi.streaming.ingest.config import IngestConfig
+
+    docs = render(helm, chart, *set_args(INGEST))
+    deployment = one(docs, "Deployment", "-ingest")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == ["ingest"] and deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}, "never two pods reading one camera"
+    env = env_of(container)
+    assert set(env) <= {env_name(f) for f in IngestConfig.__dataclass_fields__}, set(env)
+    assert env["RTVI_TOPIC"] == "frames" and env["RTVI_METRICS_PORT"] == "9101"
+    assert container["envFrom"] == [{"secretRef": {"name": "camera-credentials"}}]
+    # The cameras file is the ConfigMap's, mounted whole (a subPath mount would never see updates).
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "cameras")
+    assert "subPath" not in mount and env["RTVI_CAMERAS"] == f"{mount['mountPath']}/cameras.yaml"
+    configmap = one(docs, "ConfigMap", "-ingest-cameras")
+    assert next(v for v in pod["volumes"] if v["name"] == "cameras")["configMap"]["name"] == \
+        configmap["metadata"]["name"]
+    assert "checksum/cameras" not in deployment["spec"]["template"]["metadata"].get("annotations", {})
+    cameras = parse_file(configmap["data"]["cameras.yaml"], "cameras.yaml", Defaults(5.0), {"GATE_PASSWORD": "pw"})
+    assert cameras == [Camera("gate", "rtsp://viewer:pw@10.0.0.5/s1", 2.0, None, (100, 50, 400, 300)),
+                       Camera("dock", "http://10.0.0.6/video.mjpg", 5.0, (320, 240), None)]
+    assert {p: container[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe")} == \
+        {"livenessProbe": "/livez", "readinessProbe": "/readyz"}
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9101"
+    assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
+    assert container["resources"]["requests"]["cpu"] == "500m"
+    empty = one(render(helm, chart, "--set", "ingest.enabled=true"), "ConfigMap", "-ingest-cameras")
+    assert parse_file(empty["data"]["cameras.yaml"], "cameras.yaml", Defaults(), {}) == []
+
+
+def test_ingest_gets_the_kafka_security_of_every_client(helm, chart):
+    docs = render(helm, chart, *set_args({**INGEST, "redpanda.enabled": "false", "kafka.bootstrapServers": "k:9093",
+                                          "kafka.securityProtocol": "SASL_SSL", "kafka.sasl.mechanism": "PLAIN",
+                                          "kafka.sasl.username": "rtvi", "kafka.sasl.passwordSecret.name": "kafka-auth",
+                                          "kafka.tls.caSecret.name": "kafka-ca"}))
+    pod = one(docs, "Deployment", "-ingest")["spec"]["template"]["spec"]
+    assert_kafka_security(pod, pod["containers"][0], "SASL_SSL", ("PLAIN", "rtvi", "kafka-auth", "password"),
+                          ("kafka-ca", "ca.crt"))
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"ingest.cameras[0].name": "gate", "ingest.cameras[0].url": "rtsp://viewer:hunter2@10.0.0.5/s1"},
+     'ingest.cameras "gate": the url holds a password, which would be stored in a ConfigMap'),
+    ({"ingest.cameras[0].name": "a", "ingest.cameras[0].url": "rtsp://h/1", "ingest.cameras[1].name": "a",
+      "ingest.cameras[1].url": "rtsp://h/2"}, 'ingest.cameras: the name "a" is used twice'),
+    ({"ingest.cameras[0].name": "a"}, "url is required"),
+    ({"ingest.cameras[0].name": "a", "ingest.cameras[0].url": "ftp://h/1"}, "ingest.cameras.0.url: Does not match"),
+    ({"ingest.cameras[0].name": "a", "ingest.cameras[0].url": "rtsp://h/1", "ingest.cameras[0].roi": "{1,2,3}"},
+     "ingest.cameras.0.roi: Array must have at least 4 items"),
+    ({"ingest.rtspTransport": "http"}, "ingest.rtspTransport must be one of the following"),
+])
+def test_wrong_ingest_values_fail_with_a_clear_message(helm, chart, values, message):
+    assert message in render_error(helm, chart, *set_args({"ingest.enabled": "true", **values}))

@@ -112,13 +112,14 @@ def test_pipeline_end_to_end_over_a_secured_listener(tmp_path, secure, protocol,
 
 
 @pytest.mark.parametrize("fault", ["wrong password", "wrong CA"])
-@pytest.mark.parametrize("command", ["produce", "consume"])
+@pytest.mark.parametrize("command", ["produce", "consume", "ingest"])
 def test_bad_credentials_fail_fast_with_one_line(tmp_path, secure, command, fault):
     env = chart_env(secure, "SASL_SSL", password="not-the-password" if fault == "wrong password" else PASSWORD,
                     ca=secure.other_ca if fault == "wrong CA" else None)
     args = {"produce": ("--topic", "frames-auth", "--max-frames", "5", "--synthetic-size", "64x48"),
             "consume": ("--topic", "frames-auth", "--predictions-topic", "predictions-auth", "--metrics-port", "0",
-                        "--inference-url", "127.0.0.1:9")}[command]
+                        "--inference-url", "127.0.0.1:9"),
+            "ingest": ("--topic", "frames-auth", "--camera", "cam=rtsp://127.0.0.1:9/cam", "--metrics-port", "0")}[command]
     started = time.monotonic()
     proc = Proc(rtvi_command(command, *args), tmp_path / f"{command}.log", env=env)
     try:

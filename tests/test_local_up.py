@@ -4,6 +4,7 @@ fails fast, before anything starts."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def _processes_mentioning(fragments: list[str]) -> list[str]:
 def test_up_runs_the_pipeline_in_real_time_and_stops_everything(tmp_path):
     """The default flags (real time, 2 streams x 10 fps) within the README's bound: p95 <= 1 s."""
     proc = Proc(rtvi_command("up", "--duration", "10", "--report-interval", "3", "--max-p95-ms", "1000",
+                             "--view-port", str(free_port()),
                              "--work-dir", str(tmp_path / "work")), tmp_path / "up.log")
     try:
         assert proc.popen.wait(240) == 0, proc.output
@@ -50,20 +52,26 @@ def test_up_runs_the_pipeline_in_real_time_and_stops_everything(tmp_path):
 @pytest.mark.parametrize(
     ("args", "problem", "code"),
     [  # exit 2: bad input; 4: a dependency did not answer (rtvi.errors.ExitCode)
-        (["up", "--video", "/nonexistent.mp4"], "rtvi up: video file '/nonexistent.mp4' does not exist", 2),
-        (["up", "--camera", "7"], "rtvi up: no camera 7", 2),
-        (["up", "--bootstrap-servers", "127.0.0.1:{port}"], "rtvi up: no Kafka broker answered at 127.0.0.1:", 4),
+        (["up", "--no-view", "--video", "/nonexistent.mp4"], "rtvi up: video file '/nonexistent.mp4' does not exist", 2),
+        (["up", "--no-view", "--camera", "7"], "rtvi up: no camera 7", 2),
+        (["up", "--no-view", "--bootstrap-servers", "127.0.0.1:{port}"], "rtvi up: no Kafka broker answered at 127.0.0.1:", 4),
+        (["up", "--view-port", "{busy}"], "rtvi up: port {busy} on 127.0.0.1 is in use: pass --view-port PORT or --no-view", 2),
         (["produce", "--bootstrap-servers", "127.0.0.1:{port}"], "no Kafka broker answered at 127.0.0.1:", 4),
         (["produce", "--source", "video", "--video", "/nonexistent.mp4"], "video file '/nonexistent.mp4' does not exist", 2),
     ],
-    ids=["up-missing-video", "up-absent-camera", "up-unreachable-broker", "produce-unreachable-broker",
+    ids=["up-missing-video", "up-absent-camera", "up-unreachable-broker", "up-view-port-in-use", "produce-unreachable-broker",
          "produce-missing-video"],
 )
 def test_bad_input_fails_fast_in_one_line(args, problem, code):
     closed_port = str(free_port())  # nothing listens there
-    started = time.monotonic()
-    out = subprocess.run(rtvi_command(*(a.replace("{port}", closed_port) for a in args)), capture_output=True,
-                         text=True, timeout=60)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = str(busy.getsockname()[1])
+        started = time.monotonic()
+        out = subprocess.run(rtvi_command(*(a.replace("{port}", closed_port).replace("{busy}", taken) for a in args)),
+                             capture_output=True, text=True, timeout=60)
+    problem = problem.replace("{busy}", taken)
     took = time.monotonic() - started
     assert out.returncode == code, out
     assert took < 5, f"took {took:.1f}s"

@@ -18,7 +18,7 @@ class Block:
             raise ImportError(f"{name} is not installed in the consumer image")
 sys.meta_path.insert(0, Block())
 sys.argv = ["rtvi", *sys.argv[1:]]
-import rtvi.streaming.consumer, rtvi.streaming.producer, rtvi.local.broker
+import rtvi.streaming.consumer, rtvi.streaming.producer.producer, rtvi.streaming.ingest.supervisor, rtvi.local.broker
 from rtvi.cli import main
 sys.exit(main())
 """
@@ -32,7 +32,7 @@ def test_dockerfiles_pass_hadolint():
 
 
 def test_consumer_and_producer_run_without_torch(tmp_path):
-    for command in (["consume", "--help"], ["produce", "--help"], ["--help"]):
+    for command in (["consume", "--help"], ["produce", "--help"], ["ingest", "--help"], ["--help"]):
         out = subprocess.run([sys.executable, "-c", NO_TORCH, *command], capture_output=True, text=True, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
     # A real produce run without torch gets as far as its (empty) source, not an import error.

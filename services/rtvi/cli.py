@@ -22,7 +22,8 @@ from rtvi.export.config import ExportConfig
 from rtvi.local.config import UpConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.streaming.consumer.config import ConsumerConfig
-from rtvi.streaming.producer_config import ProducerConfig
+from rtvi.streaming.ingest.config import IngestConfig
+from rtvi.streaming.producer.config import ProducerConfig
 from rtvi.view.config import ViewConfig
 
 
@@ -41,9 +42,15 @@ def _serve(args: argparse.Namespace) -> ExitCode:
 
 
 def _produce(args: argparse.Namespace) -> ExitCode:
-    from rtvi.streaming.producer import produce
+    from rtvi.streaming.producer.producer import produce
 
     return produce(from_namespace(ProducerConfig, args))
+
+
+def _ingest(args: argparse.Namespace) -> ExitCode:
+    from rtvi.streaming.ingest.supervisor import ingest
+
+    return ingest(from_namespace(IngestConfig, args))
 
 
 def _consume(args: argparse.Namespace) -> ExitCode:
@@ -93,8 +100,15 @@ COMMANDS: dict[str, tuple[type, Callable[[argparse.Namespace], ExitCode], str]] 
     "produce": (
         ProducerConfig,
         _produce,
-        "Publish frames from a video file, a webcam, an image folder or a synthetic pattern to a "
-        "Kafka/Redpanda topic as JPEG records keyed by stream, with capture time in headers.",
+        "Publish frames from a video file, a webcam, an image folder, a camera URL (RTSP/HTTP) or a "
+        "synthetic pattern to a Kafka/Redpanda topic as JPEG records keyed by stream, with capture time in headers.",
+    ),
+    "ingest": (
+        IngestConfig,
+        _ingest,
+        "Read a fleet of network cameras (RTSP, HTTP MJPEG/HLS) into a Kafka/Redpanda topic, each camera on "
+        "its own reader at its own rate, keeping only its latest frame, reconnecting with backoff, with "
+        "per-camera health (/metrics, /livez, /readyz); the cameras file is re-read on SIGHUP and on change.",
     ),
     "consume": (
         ConsumerConfig,

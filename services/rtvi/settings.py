@@ -38,9 +38,11 @@ def setting(
 ) -> Any:
     """Declare a dataclass field as a setting with its help text.
 
-    A ``secret`` one (a password, a key) is left out of the dataclass's repr, so a logged
-    config never shows it, and out of ``to_argv``, since a command line is visible to every
-    user of the machine: it travels in the environment instead (``secret_environment``).
+    A ``secret`` one (a password, a key, a URL with credentials) is left out of the dataclass's
+    repr, so a logged config never shows it, and out of ``to_argv``, since a command line is
+    visible to every user of the machine: it travels in the environment instead
+    (``secret_environment``). A ``tuple[str, ...]`` setting is a repeatable flag; its variable
+    holds the values separated by whitespace.
     """
     return dataclasses.field(
         default=default, repr=not secret,
@@ -72,7 +74,7 @@ def _base_type(annotation: Any) -> type:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _base_type(args[0])
-    return annotation
+    return origin or annotation
 
 
 def _parse_bool(text: str) -> bool:
@@ -86,7 +88,39 @@ def _parse_bool(text: str) -> bool:
 
 def _converter(annotation: Any):
     base = _base_type(annotation)
+    if base is tuple:
+        return lambda text: tuple(text.split())
     return _parse_bool if base is bool else base
+
+
+class _FromEnvironment(str):
+    """A setting's raw text from its ``RTVI_*`` variable. argparse converts a string default
+    only for the command being run, so a variable meant for one command (``RTVI_RESIZE=640x480``
+    for `rtvi ingest`) never breaks the parser of another that reads it differently (`rtvi
+    export --resize` takes a number): every subcommand's parser is built at each start."""
+
+
+def _typed(convert, env: str):
+    """``convert`` whose error, for a value that came from ``env``, names the variable."""
+    def parse(text: str):
+        try:
+            return convert(text)
+        except ValueError as exc:
+            if isinstance(text, _FromEnvironment):
+                raise argparse.ArgumentTypeError(f"{env}={str(text)!r}: {exc}") from None
+            raise
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+class _Repeat(argparse.Action):
+    """A repeatable flag collecting a tuple: its first use replaces the default (from the
+    environment or the field), so flags win over the environment as everywhere else."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        current = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, (() if current is self.default else current) + (values,))
 
 
 def _fields(cls: type) -> list[dataclasses.Field]:
@@ -100,17 +134,20 @@ def _fields(cls: type) -> list[dataclasses.Field]:
 def add_arguments(
     parser: argparse.ArgumentParser, cls: type, environ: Mapping[str, str] | None = None
 ) -> None:
-    """Add one flag per setting of ``cls``; defaults come from the environment."""
+    """Add one flag per setting of ``cls``; defaults come from the environment (converted
+    when the command runs: see ``_FromEnvironment``)."""
     environ = os.environ if environ is None else environ
     for f in _fields(cls):
         convert = _converter(f.type)
         default = f.default
         env = env_name(f.name)
-        if env in environ:
+        if env in environ and _base_type(f.type) in (bool, tuple):
             try:
                 default = convert(environ[env])
             except ValueError as exc:
                 parser.error(f"{env}={environ[env]!r}: {exc}")
+        elif env in environ:
+            default = _FromEnvironment(environ[env])
         meta = f.metadata
         shown = "unset" if f.default is None else f.default
         help_text = f"{meta['help']} [env {env}; default: {shown}]"
@@ -119,8 +156,11 @@ def add_arguments(
             kwargs["choices"] = meta["choices"]
         if _base_type(f.type) is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif _base_type(f.type) is tuple:
+            kwargs["action"] = _Repeat
+            kwargs["metavar"] = meta.get("metavar") or f.name.upper()
         else:
-            kwargs["type"] = convert
+            kwargs["type"] = _typed(convert, env)
             kwargs["metavar"] = meta.get("metavar") or f.name.upper()
         parser.add_argument(flag_name(f.name), **kwargs)
 
@@ -145,14 +185,20 @@ def to_argv(config: Any) -> list[str]:
             continue
         if _base_type(f.type) is bool:
             argv.append(flag_name(f.name) if value else "--no-" + flag_name(f.name)[2:])
+        elif _base_type(f.type) is tuple:
+            argv += [arg for item in value for arg in (flag_name(f.name), str(item))]
         else:
             argv += [flag_name(f.name), str(value)]
     return argv
 
 
+def _env_text(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def secret_environment(config: Any) -> dict[str, str]:
     """``RTVI_*`` variables for the secret settings ``to_argv`` leaves out (the set ones)."""
-    return {env_name(f.name): str(getattr(config, f.name)) for f in _fields(type(config))
+    return {env_name(f.name): _env_text(getattr(config, f.name)) for f in _fields(type(config))
             if f.metadata.get("secret") and getattr(config, f.name)}
 
 

@@ -15,7 +15,7 @@ from rtvi.protocol.errors import InferenceError
 from rtvi.serving.errors import ModelLoadError
 from rtvi.settings import ConfigError
 from rtvi.streaming.kafka_config import BrokerUnreachable, KafkaSecurityError
-from rtvi.streaming.sources import SourceError
+from rtvi.streaming.producer.sources.base import SourceError
 
 
 @pytest.mark.parametrize(("error", "code"), [

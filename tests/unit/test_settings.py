@@ -1,19 +1,22 @@
-"""Typed settings: flags and variables from one declaration, and back to a command line."""
+"""Typed settings: flags and variables from one declaration (a variable only matters to the command
+that runs), and back to a command line."""
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import pytest
 
+from rtvi import cli
 from rtvi.deadline import Deadline
 from rtvi.local.config import UpConfig
 from rtvi.local.pipeline import plan
 from rtvi.serving.config import ServerConfig
-from rtvi.settings import add_arguments, from_namespace, secret_environment, to_argv
+from rtvi.settings import add_arguments, from_namespace, secret_environment, setting, to_argv
 from rtvi.streaming.consumer.config import ConsumerConfig
-from rtvi.streaming.producer_config import ProducerConfig
+from rtvi.streaming.producer.config import ProducerConfig
 
 
 def parse(cls, argv: list[str], environ: dict[str, str] | None = None):
@@ -80,3 +83,43 @@ def test_deadline():
     time.sleep(0.06)
     assert deadline.expired and deadline.remaining == 0
     assert not Deadline.never().expired
+
+
+@dataclass(frozen=True)
+class Example:
+    size: int = setting(8, "a number")
+    camera: tuple[str, ...] = setting((), "repeatable", secret=True)
+
+
+def parse_example(argv: list[str], environ: dict[str, str]) -> Example:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser, Example, environ=environ)
+    return from_namespace(Example, parser.parse_args(argv))
+
+
+def test_a_repeatable_flag_replaces_its_variable_and_stays_out_of_the_repr():
+    assert parse_example([], {}).camera == ()
+    assert parse_example([], {"RTVI_CAMERA": "a=rtsp://h/1  b=rtsp://h/2"}).camera == ("a=rtsp://h/1", "b=rtsp://h/2")
+    config = parse_example(["--camera", "c=rtsp://u:pw@h/3", "--camera", "d=x"], {"RTVI_CAMERA": "a=rtsp://h/1"})
+    assert config.camera == ("c=rtsp://u:pw@h/3", "d=x") and "pw" not in repr(config)
+
+
+def test_a_variable_is_converted_for_the_command_that_runs_and_named_when_wrong():
+    assert parse_example([], {"RTVI_SIZE": "5"}).size == 5
+    assert parse_example(["--size", "7"], {"RTVI_SIZE": "lots"}).size == 7, "a flag wins, its variable is not read"
+    with pytest.raises(argparse.ArgumentError, match="RTVI_SIZE='lots': invalid literal"):
+        parse_example([], {"RTVI_SIZE": "lots"})
+
+
+def test_a_variable_of_one_command_never_breaks_another(monkeypatch):
+    # `rtvi ingest --resize` is WxH, `rtvi export --resize` a number: every parser is built at start.
+    monkeypatch.setenv("RTVI_RESIZE", "640x480")
+    args = cli.build_parser().parse_args(["ingest", "--camera", "a=rtsp://h/x"])
+    assert args.resize == "640x480"
+
+
+def test_a_repeatable_secret_setting_travels_in_the_environment_and_parses_back():
+    config = Example(camera=("a=rtsp://u:pw@h/1", "b=rtsp://h/2"))
+    assert to_argv(config) == [] and secret_environment(config) == {"RTVI_CAMERA": "a=rtsp://u:pw@h/1 b=rtsp://h/2"}
+    assert parse_example(to_argv(config), secret_environment(config)) == config
+    assert to_argv(Example(size=3)) == ["--size", "3"]

@@ -8,7 +8,7 @@ from rtvi.protocol.tls import InferenceTlsConfig
 from rtvi.serving.config import ServerConfig
 from rtvi.settings import require, setting, setting_of
 from rtvi.streaming.consumer.config import ConsumerConfig
-from rtvi.streaming.producer_config import ProducerConfig
+from rtvi.streaming.producer.config import ProducerConfig
 from rtvi.view.config import ViewConfig
 
 

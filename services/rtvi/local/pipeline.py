@@ -40,9 +40,9 @@ from rtvi.streaming.consumer import report
 from rtvi.streaming.consumer.config import ConsumerConfig
 from rtvi.streaming.kafka_config import KafkaConfig, check_broker, ensure_topics
 from rtvi.streaming.probe import PodMetrics, from_samples, healthy, read_samples, scrape, wait_idle
-from rtvi.streaming.producer_config import ProducerConfig
+from rtvi.streaming.producer.config import ProducerConfig
+from rtvi.streaming.producer.sources import check_capture
 from rtvi.view.config import ViewConfig
-from rtvi.streaming.sources import check_capture
 
 log = logging.getLogger("rtvi.up")
 

@@ -6,6 +6,7 @@ import logging
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import cv2
@@ -16,20 +17,36 @@ from rtvi.errors import ExitCode, WorkFailed
 from rtvi.settings import parse_size
 from rtvi.streaming.frames import FrameInfo
 from rtvi.streaming.kafka_config import check_broker, error_logger
-from rtvi.streaming.producer_config import ProducerConfig
-from rtvi.streaming.sources import CaptureSource, ImageFolderSource, SourceError, SyntheticSource
+from rtvi.streaming.producer.config import ProducerConfig
+from rtvi.streaming.producer.sources.base import FrameSource, SourceError, frames
+from rtvi.streaming.producer.sources.file import VideoFileSource
+from rtvi.streaming.producer.sources.folder import ImageFolderSource
+from rtvi.streaming.producer.sources.redact import NativeOutputRedactor
+from rtvi.streaming.producer.sources.synthetic import SyntheticSource
+from rtvi.streaming.producer.sources.url import UrlSource, configure_ffmpeg
+from rtvi.streaming.producer.sources.webcam import WebcamSource
 
 log = logging.getLogger("rtvi.produce")
 
-def open_source(config: ProducerConfig, stream: int) -> Iterator[np.ndarray]:
+
+def make_source(config: ProducerConfig, stream: int) -> FrameSource:
     if config.source == "synthetic":
         width, height = parse_size(config.synthetic_size)
-        return iter(SyntheticSource(width, height, stream=stream))
+        return SyntheticSource(width, height, stream=stream)
     if config.source == "video":
-        return iter(CaptureSource(config.video, loop=config.loop))
+        return VideoFileSource(config.video, loop=config.loop)
     if config.source == "webcam":
-        return iter(CaptureSource(config.camera))
-    return iter(ImageFolderSource(config.images, loop=config.loop))
+        return WebcamSource(config.camera)
+    if config.source == "url":
+        return UrlSource(config.url, open_timeout_s=config.open_timeout_s, read_timeout_s=config.open_timeout_s)
+    return ImageFolderSource(config.images, loop=config.loop)
+
+
+def open_source(config: ProducerConfig, stream: int) -> Iterator[np.ndarray]:
+    """Stream ``stream``'s frames, its source opened now (a SourceError says why it cannot be)."""
+    source = make_source(config, stream)
+    source.open()
+    return frames(source)
 
 
 @dataclass
@@ -126,8 +143,8 @@ class FrameProducer:
         log.info("publishing %s frames from %d stream(s) to %s on %s",
                  cfg.source, cfg.streams, cfg.topic, cfg.bootstrap_servers)
         while sources and not self._stopping and time.monotonic() < deadline:
-            for stream_id, frames in list(sources.items()):
-                image = next(frames, None)
+            for stream_id, images in list(sources.items()):
+                image = next(images, None)
                 if image is None:
                     del sources[stream_id]
                     continue
@@ -159,9 +176,14 @@ class FrameProducer:
 
 
 def produce(config: ProducerConfig) -> ExitCode:
-    """Sources are opened and the broker is asked first: a missing source (SourceError, exit 2)
-    or broker (BrokerUnreachable, exit 4) is one line before any frame is captured."""
-    producer = FrameProducer(config)
-    signal.signal(signal.SIGTERM, producer.stop)
-    signal.signal(signal.SIGINT, producer.stop)
-    return producer.run()
+    """Sources are opened and the broker is asked first: a missing source (SourceError, exit 2;
+    an unreachable camera, exit 4) or broker (BrokerUnreachable, exit 4) is one line before
+    any frame is captured. A camera URL's credentials are masked in all output, FFmpeg's too."""
+    with ExitStack() as stack:
+        if config.source == "url":
+            configure_ffmpeg(config.rtsp_transport, native_logs=log.isEnabledFor(logging.DEBUG))
+            stack.enter_context(NativeOutputRedactor()).add(config.url)
+        producer = FrameProducer(config)
+        signal.signal(signal.SIGTERM, producer.stop)
+        signal.signal(signal.SIGINT, producer.stop)
+        return producer.run()
