@@ -14,12 +14,13 @@ blocked; that is what lets ``/livez`` report a stalled loop instead of timing ou
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+
+from rtvi.streaming.health_endpoint import check_route, metrics_route, serve_routes
 
 log = logging.getLogger("rtvi.consume")
 
@@ -50,34 +51,8 @@ class Health:
         return True, f"{self.partitions} partition(s) assigned, inference service ready"
 
 
-def _handler(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path in ("/livez", "/readyz"):
-                ok, reason = health.live() if path == "/livez" else health.ready()
-                self._send(200 if ok else 503, f"{'ok' if ok else 'fail'}: {reason}\n".encode(), "text/plain")
-            else:
-                self._send(404, b"not found: try /metrics, /livez or /readyz\n", "text/plain")
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # probes every few seconds: not news
-            pass
-
-    return Handler
-
-
 def serve_http(host: str, port: int, health: Health, registry: CollectorRegistry) -> ThreadingHTTPServer:
     """Start the metrics (of ``registry``) and health endpoint on a daemon thread."""
-    server = ThreadingHTTPServer((host, port), _handler(health, registry))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="rtvi-http", daemon=True).start()
-    return server
+    routes = {"/metrics": metrics_route(registry), "/livez": check_route(health.live),
+              "/readyz": check_route(health.ready)}
+    return serve_routes(host, port, routes, "rtvi-http")

@@ -8,19 +8,21 @@
   service unready (it is doing its job: retrying them), they are reported.
 * ``GET /metrics``: Prometheus.
 
-The server runs on its own thread, so it answers while the supervisor is busy.
+The endpoint (``streaming.health_endpoint``) runs on its own thread, so it answers while the
+supervisor is busy.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY
+
+from rtvi.streaming.health_endpoint import check_route, metrics_route, serve_routes
 
 LIVENESS_S = 30.0
 
@@ -52,40 +54,12 @@ class Health:
                            "states": states, "cameras": cameras}
 
 
-def _routes(health: Health) -> dict[str, Callable[[], tuple[int, str, bytes]]]:
-    def metrics() -> tuple[int, str, bytes]:
-        return 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
-
-    def livez() -> tuple[int, str, bytes]:
-        ok, reason = health.live()
-        return (200 if ok else 503), "text/plain", f"{'ok' if ok else 'fail'}: {reason}\n".encode()
+def serve_http(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Start /metrics, /livez and /readyz on a daemon thread."""
 
     def readyz() -> tuple[int, str, bytes]:
         ok, body = health.ready()
         return (200 if ok else 503), "application/json", (json.dumps(body, indent=1) + "\n").encode()
 
-    return {"/metrics": metrics, "/livez": livez, "/readyz": readyz}
-
-
-def serve_http(port: int, health: Health, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Start /metrics, /livez and /readyz on a daemon thread."""
-    routes = _routes(health)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            route = routes.get(self.path.split("?", 1)[0])
-            status, content_type, body = route() if route else (
-                404, "text/plain", b"not found: try /metrics, /livez or /readyz\n")
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # probes every few seconds: not news
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="rtvi-ingest-http", daemon=True).start()
-    return server
+    routes = {"/metrics": metrics_route(REGISTRY), "/livez": check_route(health.live), "/readyz": readyz}
+    return serve_routes(host, port, routes, "rtvi-ingest-http")
