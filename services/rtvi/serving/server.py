@@ -85,8 +85,8 @@ async def serve(config: ServerConfig) -> ExitCode:
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.host)
     cpu = cpu_info()
-    log.info("listening on %s (metrics on :%s); CPU %s (%s), %d usable CPUs; loading %s, health NOT_SERVING",
-             address, config.metrics_port, cpu.model, cpu.capability, available_cpus(), ", ".join(repository.models))
+    log.info("listening on %s (metrics on :%s); CPU %s, %d usable CPUs; loading %s, health NOT_SERVING",
+             address, config.metrics_port, cpu.describe(), available_cpus(), ", ".join(repository.models))
 
     load_task = asyncio.ensure_future(repository.load_all(_record_batch))
     stop_task = asyncio.ensure_future(stop.wait())
