@@ -70,9 +70,13 @@ def parse_cpuinfo(text: str) -> CpuInfo:
 
 
 def with_cpuid(info: CpuInfo, features: Mapping[str, bool]) -> CpuInfo:
-    """``info`` with each flag of CPUID_FLAGS that ``features`` knows set as CPUID says."""
+    """``info`` with each flag of CPUID_FLAGS that ``features`` knows set as CPUID says. Where CPUID
+    contradicts ``/proc`` on one of them, ``/proc`` describes another CPU (an emulator, a masking
+    hypervisor) and none of its other flags is trusted either."""
     known = {flag for name, flag in CPUID_FLAGS.items() if name in features}
     present = {flag for name, flag in CPUID_FLAGS.items() if features.get(name)}
+    if info.flags & known != present:
+        return CpuInfo(info.model, frozenset(present))
     return CpuInfo(info.model, frozenset((info.flags - known) | present))
 
 

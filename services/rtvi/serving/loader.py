@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +157,9 @@ def load(name: str, location: str, config: ServerConfig) -> Loaded:
     for warning in decision.warnings:
         log.warning("model %s: %s", name, warning)
     log.info("model %s: %s (%s)", name, " | ".join(p.describe() for p in decision.plans), "; ".join(decision.reasons))
+    checkset = None
+    if source.format != "torchvision":
+        checkset = load_checkset(Path(source.artifact).parent, source.preprocessing.crop, len(source.labels))
     normalizer = Normalizer(source.preprocessing)
     max_batch = config.max_batch_size
     engines: dict[str, Engine] = {}
@@ -166,13 +168,13 @@ def load(name: str, location: str, config: ServerConfig) -> Loaded:
         engine.load()
         warm_up(engine, normalizer, sorted({1, max_batch}))
         engines[plan.engine] = engine
-    checkset = None
-    if source.format != "torchvision":
-        checkset = load_checkset(Path(source.artifact).parent, source.preprocessing.crop, len(source.labels))
     checks = _check_all(engines, checkset, normalizer, max_batch, name) if checkset is not None else {}
     passing = [engine for engine in engines if engine not in checks or checks[engine].passed]
-    if not passing and config.on_accuracy_drop == "fail":
-        raise ModelLoadError(refusal(name, checks, {e: engines[e].plan for e in checks}, source, cpu_info()))
+    if not passing:
+        line = refusal(name, checks, {e: engines[e].plan for e in checks}, source, cpu_info())
+        if config.on_accuracy_drop == "fail":
+            raise ModelLoadError(line)
+        log.warning("%s (serving anyway: --on-accuracy-drop warn)", line)
     contenders = passing or list(engines)
     trial = None
     if len(contenders) > 1:
@@ -186,7 +188,4 @@ def load(name: str, location: str, config: ServerConfig) -> Loaded:
         chosen = contenders[0]
         how = ("asked for" if config.engine != "auto" else
                "check set" if len(engines) > 1 else "the only candidate")
-    if not passing:
-        line = refusal(name, checks, {e: engines[e].plan for e in checks}, source, cpu_info())
-        log.warning("%s (serving anyway: --on-accuracy-drop warn)", line)
     return Loaded(source, engines[chosen], normalizer, how, trial, checks.get(chosen))

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rtvi.serving import metrics
+from rtvi.serving import loader, metrics
 from rtvi.serving.batcher import BatchStats, DynamicBatcher
 from rtvi.serving.config import ServerConfig
 from rtvi.serving.engines.base import Engine, ExecutionPlan
 from rtvi.serving.errors import ModelNotFound
 from rtvi.serving.hardware import cpu_info
-from rtvi.serving import loader
 from rtvi.serving.modeldir import ModelSource, repository_entries
 from rtvi.serving.normalize import Normalizer
 from rtvi.serving.preprocess import ImageGeometry

@@ -77,11 +77,14 @@ def test_usable_cpus_is_affinity_capped_by_quota(affinity, quota, expected):
 
 def test_cpuid_overrides_the_flags_it_knows():
     """Under an emulator /proc shows the host's flags while CPUID (what the engines ask) shows the emulated CPU's."""
-    host = parse_cpuinfo((FIXTURES / "cpuinfo-zen4.txt").read_text())
+    host = parse_cpuinfo((FIXTURES / "cpuinfo-sapphire-rapids.txt").read_text())
     emulated = with_cpuid(host, {"AVX2": True, "FMA3": True, "AVX512F": False, "AVX512VNNI": False, "AVX512BF16": False})
+    # avx_vnni and amx_* are not in numpy's table: once CPUID contradicts /proc, they are not trusted either
     assert emulated.capability == "avx2 fma" and not emulated.native_bf16 and not emulated.int8_dot
     assert emulated.model == host.model
     assert with_cpuid(host, {}) == host  # a numpy that reports nothing changes nothing
+    agreeing = {"AVX2": True, "FMA3": True, "AVX512F": True, "AVX512VNNI": True, "AVX512BF16": True}
+    assert with_cpuid(host, agreeing) == host  # a CPUID that agrees keeps the flags only /proc knows
 
 
 def test_describe_names_the_model_and_a_missing_vnni():
