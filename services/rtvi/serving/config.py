@@ -32,8 +32,8 @@ class ServerConfig:
         "auto", "auto: torch for TorchScript/torch.export; for ONNX (and torchvision names, exported to ONNX) every "
         "installed ONNX engine is timed at load and the fastest serves; a name forces that engine", choices=ENGINE_CHOICES)
     engine_trial_s: float = setting(
-        2.0, "with --engine auto and several engines for a model: seconds spent timing them at load (each still "
-        "runs at least two rounds)")
+        3.0, "with --engine auto and several engines for a model: seconds spent timing them at load, in "
+        "alternating rounds (each runs at least two)")
     on_accuracy_drop: str = setting(
         "fail", "a model directory's check set (held-out images with their fp32 answers) runs at load on the "
         "serving engine and CPU; below its minimum agreement, fail refuses to serve (exit 2), warn serves anyway",
