@@ -1,12 +1,15 @@
-"""Static int8 quantization of an fp32 ONNX classifier with ONNX Runtime, and the accuracy report.
+"""Static int8 quantization of an fp32 ONNX classifier with ONNX Runtime.
 
-The recipe is ONNX Runtime's recommendation for its CPU execution provider: the QDQ
-format (QuantizeLinear/DequantizeLinear pairs that ORT fuses into integer kernels, and
-that OpenVINO reads too), uint8 activations with int8 weights (U8S8, the fast path on
-x86 with AVX2/AVX-512/VNNI), per-channel weight scales (per-tensor scales lose too much
-on depthwise convolutions such as MobileNet's and EfficientNet's), and the model first
-shape-inferred and optimized by ``quant_pre_process`` (Conv+BatchNorm fusion), which
-ORT's documentation asks for before quantization.
+The recipe is ONNX Runtime's recommendation for its CPU execution provider on x86 without
+VNNI, which holds with VNNI too: the QDQ format (QuantizeLinear/DequantizeLinear pairs that
+ORT fuses into integer kernels, and that OpenVINO reads too), uint8 activations with int8
+weights (U8S8, the fast path on x86) quantized to 7 bits (``reduce_range``: AVX2's
+vpmaddubsw adds two u8 x s8 products into a saturating 16-bit lane, and only 7-bit weights
+keep every sum in range, so the model computes the same on every x86 CPU; the README has
+the measurements against full 8-bit weights, S8S8 and U8U8), per-channel weight scales
+(per-tensor scales lose too much on depthwise convolutions such as MobileNet's and
+EfficientNet's), and the model first shape-inferred and optimized by ``quant_pre_process``
+(Conv+BatchNorm fusion), which ORT's documentation asks for before quantization.
 """
 
 from __future__ import annotations
