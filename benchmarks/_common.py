@@ -31,7 +31,7 @@ class ModelCeiling:
         from rtvi.serving.engines.base import ExecutionPlan
         from rtvi.serving.hardware import cpu_info
         from rtvi.serving.normalize import Normalizer
-        from rtvi.serving.repository import resolve_source
+        from rtvi.serving.loader import resolve_source
 
         source = resolve_source(model, weights)
         engine_class = select.engine_class(engine)

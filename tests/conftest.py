@@ -120,6 +120,15 @@ class InferenceServer:
             return response.read().decode()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """One model cache (RTVI_MODEL_CACHE) for every `rtvi serve` the session starts: a torchvision
+    name is exported to ONNX once per session, not per server, and the user's cache is not touched."""
+    path = tmp_path_factory.mktemp("model-cache")
+    os.environ["RTVI_MODEL_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     """A resnet18 state dict with seeded random weights (nothing is downloaded)."""

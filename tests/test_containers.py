@@ -1,9 +1,10 @@
 """The images built from the Dockerfiles as they are (only build args differ) and run
 for real on a private Docker engine: the inference container serves v2 and reports
-SERVING after warm-up, the consumer image's producer and consumer move frames through a
-broker on the host, both run as non-root and stop on SIGTERM within their grace period;
-the ONNX-only inference image (ENGINE=onnx) holds no torch and serves the model its
-builder stage exported.
+SERVING after warm-up, serving its torchvision model from the ONNX export baked into its
+model cache on the engine it measured fastest; the consumer image's producer and consumer
+move frames through a broker on the host, both run as non-root and stop on SIGTERM within
+their grace period; the ONNX-only inference image (ENGINE=onnx) holds no torch and serves
+the model its builder stage exported, on ONNX Runtime or OpenVINO.
 
 Here the base image is built from Debian packages (no registry is reachable) and torch
 comes from PyPI (a CUDA build of several GB); users build on python:3.11-slim with the
@@ -72,6 +73,11 @@ def test_consumer_image_is_small_and_has_no_torch(engine, images):
     assert out.stdout.split() == ["None", "None"]
 
 
+def served_parameters(client, model: str) -> dict[str, str]:
+    config = client.get_model_config(model, as_json=True)["config"]
+    return {key: value["string_value"] for key, value in config["parameters"].items()}
+
+
 def wait_serving(engine, name: str, address: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while health_status(address, "inference.GRPCInferenceService") != health_pb2.HealthCheckResponse.SERVING:
@@ -86,8 +92,8 @@ def test_onnx_image_has_no_torch_and_serves_its_exported_model(engine, images):
     assert size < ONNX_INFERENCE_LIMIT_BYTES, f"ONNX-only image is {size / 1e6:.0f} MB"
     out = engine.docker("run", "--rm", "--entrypoint", "python3", tag, "-c",
                         "import importlib.util as u; print(*(u.find_spec(m) is not None for m in "
-                        "('torch', 'torchvision', 'onnxruntime')))")
-    assert out.stdout.split() == ["False", "False", "True"], out.stdout + out.stderr
+                        "('torch', 'torchvision', 'onnxruntime', 'openvino')))")
+    assert out.stdout.split() == ["False", "False", "True", "True"], out.stdout + out.stderr
     assert engine.docker("run", "--rm", "--entrypoint", "python3", tag, "-c", "import torch", check=False).returncode != 0
     assert engine.docker("image", "inspect", "-f", "{{.Config.User}}", tag).stdout.strip() == "10001:10001"
 
@@ -98,9 +104,9 @@ def test_onnx_image_has_no_torch_and_serves_its_exported_model(engine, images):
         "RTVI_SHUTDOWN_GRACE_S": "20"})
     wait_serving(engine, server, address)
     with triton.InferenceServerClient(address) as client:
-        parameters = client.get_model_config("resnet18", as_json=True)["config"]["parameters"]
-        assert parameters["engine"]["string_value"] == "onnxruntime", parameters
-        assert parameters["source"]["string_value"] == "onnx", parameters
+        parameters = served_parameters(client, "resnet18")
+        assert parameters["engine"] in ("onnxruntime", "openvino") and parameters["engine_choice"] == "measured", parameters
+        assert parameters["source"] == "onnx" and parameters["artifact"] == "/opt/model/model.onnx", parameters
         images_in = triton.InferInput("images", [2], "BYTES")
         images_in.set_data_from_numpy(np.array([jpeg_bytes(seed=3), jpeg_bytes(seed=4)], dtype=np.object_))
         result = client.infer("resnet18", [images_in], outputs=[triton.InferRequestedOutput("logits")])
@@ -117,7 +123,7 @@ def test_images_run_the_pipeline_as_non_root(engine, images, broker, topics):
     address = f"127.0.0.1:{port}"
     server = run(engine, inference_tag, "rtvi-test-inference", env={
         "RTVI_HOST": "127.0.0.1", "RTVI_PORT": str(port), "RTVI_METRICS_PORT": str(metrics_port),
-        "RTVI_PRECISION": "bf16", "RTVI_SHUTDOWN_GRACE_S": "20"})
+        "RTVI_SHUTDOWN_GRACE_S": "20"})
     seen = []
     deadline = time.monotonic() + 300
     while (status := health_status(address, "inference.GRPCInferenceService")) != health_pb2.HealthCheckResponse.SERVING:
@@ -129,6 +135,10 @@ def test_images_run_the_pipeline_as_non_root(engine, images, broker, topics):
     assert engine.docker("exec", server, "id", "-u").stdout.strip() == "10001"
 
     with triton.InferenceServerClient(address) as client:
+        # The default model is the ONNX export baked into the image's model cache, not eager torch.
+        parameters = served_parameters(client, "resnet18")
+        assert parameters["source"] == "onnx" and parameters["artifact"].startswith("/opt/rtvi-models/resnet18-"), parameters
+        assert parameters["engine"] in ("onnxruntime", "openvino"), parameters
         images_in = triton.InferInput("images", [2], "BYTES")
         images_in.set_data_from_numpy(np.array([jpeg_bytes(seed=1), jpeg_bytes(seed=2)], dtype=np.object_))
         result = client.infer("resnet18", [images_in], outputs=[triton.InferRequestedOutput("logits", class_count=3)])

@@ -17,31 +17,17 @@ import pytest
 import torch
 
 from conftest import REPO, free_port, jpeg_bytes, produce_frames, rtvi_command
+from support.model_dirs import SmallNet as Small
 from rtvi.settings import ConfigError
 from rtvi.export import ExportError, Preprocessing, export_module
 from rtvi.export.config import ExportConfig
 from rtvi.export.modeldir import ModelCard, write_card
-from rtvi.export.quantize import compare
+from rtvi.serving.checkset import load_checkset
+from rtvi.serving.hardware import cpu_info
 from rtvi.serving.modeldir import load_directory
 
 SMALL = Preprocessing(resize=40, crop=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 LABELS = [f"class {i}" for i in range(5)]
-
-
-class Small(torch.nn.Module):
-    """A conv net small enough to export and quantize in a second or two."""
-
-    def __init__(self, classes: int = 5) -> None:
-        super().__init__()
-        torch.manual_seed(7)
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        )
-        self.head = torch.nn.Linear(16, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
 
 
 class NearTies(torch.nn.Module):
@@ -90,19 +76,11 @@ def onnx_dir(tmp_path_factory) -> Path:
 
 # --- pure logic -------------------------------------------------------------------
 
-def test_compare_counts_top1_agreement_and_logit_deltas():
-    reference = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 0.0, 5.0], [0.0, 0.0, 1.0]], dtype=np.float32)
-    candidate = reference.copy()
-    candidate[1] = [0.0, 1.0, 1.5]  # top-1 moves from 1 to 2; largest delta 1.0
-    candidate[2, 2] = 4.75
-    result = compare(reference, candidate)
-    assert result["images"] == 4 and result["top1_agreement"] == 0.75
-    assert result["max_abs_logit_delta"] == pytest.approx(1.0)
-    assert result["mean_abs_logit_delta"] == pytest.approx((1.0 + 0.5 + 0.25) / 12)
-
-
 @pytest.mark.parametrize("settings, message", [
-    ({}, "--output DIR is required"),
+    ({}, "exactly one of --output DIR and --to-cache"),
+    ({"output": "o", "to_cache": True, "model": "resnet18"}, "exactly one of --output DIR and --to-cache"),
+    ({"to_cache": True, "model": "resnet18", "int8": True, "calibration_images": "a"}, "--to-cache exports a torchvision"),
+    ({"output": "o", "check_set_size": 0}, "check set size must be >= 1"),
     ({"output": "o", "int8": True}, "needs exactly one of --calibration-images"),
     ({"output": "o", "int8": True, "calibration_images": "a", "calibration_topic": "t"}, "exactly one of"),
     ({"output": "o", "int8": True, "calibration_images": "a", "format": "pt2"}, "use --format onnx"),
@@ -174,11 +152,38 @@ def test_int8_from_a_folder_reports_agreement_and_is_quantized(tmp_path, onnx_di
     assert "int8 vs fp32: top-1 agreement" in out.stdout
     report = json.loads((tmp_path / "q" / "accuracy.json").read_text())
     assert report["calibration"]["images"] == 8 and report["int8_vs_fp32"]["images"] == 2
+    assert report["calibration"]["recipe"] == "reduce-range"
     assert load_directory(tmp_path / "q").stored_precision == "int8"
+    # where it was measured, and the held-out images `rtvi serve` measures again on its own CPU
+    assert report["measured_on"]["model"] == cpu_info().model and report["measured_on"]["flags"]
+    assert report["check_set"]["images"] == 2 and report["check_set"]["min_agreement"] == 0.5
+    checkset = load_checkset(tmp_path / "q", crop=32, classes=len(LABELS))
+    assert checkset is not None and checkset.crops.shape == (2, 32, 32, 3) and checkset.min_agreement == 0.5
     import onnx
 
     ops = {node.op_type for node in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_int8_recipe_is_a_choice_and_recorded(tmp_path, onnx_dir, images):
+    out = run_export("--model", str(onnx_dir), "--int8", "--int8-recipe", "u8s8", "--calibration-images", str(images),
+                     "--min-agreement", "0", "--check-set-size", "1", "--output", str(tmp_path / "q"))
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "q" / "accuracy.json").read_text())
+    assert report["calibration"]["quantization"] == "QDQ U8S8 per-channel" and report["check_set"]["images"] == 1
+
+
+def test_to_cache_exports_a_torchvision_name_where_serve_finds_it(tmp_path):
+    from rtvi.export import cache
+
+    first = run_export("--model", "mobilenet_v3_small", "--weights", "none", "--to-cache", "--model-cache", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    entry = Path(first.stdout.split("cached ", 1)[1].strip())
+    assert entry.parent == tmp_path and entry.name == cache.entry_name("mobilenet_v3_small", "none")
+    assert load_directory(entry).format == "onnx"
+    assert json.loads((entry / "accuracy.json").read_text())["export_vs_torch"]["top1_agreement"] == 1.0
+    again = run_export("--model", "mobilenet_v3_small", "--weights", "none", "--to-cache", "--model-cache", str(tmp_path))
+    assert again.stdout == first.stdout and "exporting" not in again.stderr  # found, not exported again
 
 
 # Runs `rtvi export` as if torch and torchvision were not installed: a None entry in
@@ -220,7 +225,8 @@ def test_int8_calibrates_on_frames_from_a_topic(tmp_path, onnx_dir, broker, topi
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "q" / "accuracy.json").read_text())
     assert report["calibration"] == {"images": 16, "source": f"topic {topics['frames']}", "method": "minmax",
-                                     "fp32_layers": "last"}
+                                     "fp32_layers": "last", "recipe": "reduce-range",
+                                     "quantization": "QDQ U8S8 per-channel, 7-bit weights (reduce_range)"}
     assert report["int8_vs_fp32"]["images"] == 4
 
 

@@ -49,6 +49,10 @@ def test_up_runs_the_pipeline_in_real_time_and_stops_everything(tmp_path):
     assert _processes_mentioning([f"127.0.0.1:{p}" for p in ports]) == []
 
 
+# Checking a model name means importing torch (seconds on a loaded machine): those cases get more time.
+MODEL_CHECK_S = 20
+
+
 @pytest.mark.parametrize(
     ("args", "problem", "code"),
     [  # exit 2: bad input; 4: a dependency did not answer (rtvi.errors.ExitCode)
@@ -56,10 +60,13 @@ def test_up_runs_the_pipeline_in_real_time_and_stops_everything(tmp_path):
         (["up", "--no-view", "--camera", "7"], "rtvi up: no camera 7", 2),
         (["up", "--no-view", "--bootstrap-servers", "127.0.0.1:{port}"], "rtvi up: no Kafka broker answered at 127.0.0.1:", 4),
         (["up", "--view-port", "{busy}"], "rtvi up: port {busy} on 127.0.0.1 is in use: pass --view-port PORT or --no-view", 2),
+        (["up", "--model", "resnet1800"], "rtvi up: unknown torchvision classification model 'resnet1800'", 2),
+        (["up", "--model", "/nonexistent/model"], "rtvi up: /nonexistent/model: no such model directory", 2),
         (["produce", "--bootstrap-servers", "127.0.0.1:{port}"], "no Kafka broker answered at 127.0.0.1:", 4),
         (["produce", "--source", "video", "--video", "/nonexistent.mp4"], "video file '/nonexistent.mp4' does not exist", 2),
     ],
-    ids=["up-missing-video", "up-absent-camera", "up-unreachable-broker", "up-view-port-in-use", "produce-unreachable-broker",
+    ids=["up-missing-video", "up-absent-camera", "up-unreachable-broker", "up-view-port-in-use", "up-unknown-model",
+         "up-missing-model-directory", "produce-unreachable-broker",
          "produce-missing-video"],
 )
 def test_bad_input_fails_fast_in_one_line(args, problem, code):
@@ -74,7 +81,7 @@ def test_bad_input_fails_fast_in_one_line(args, problem, code):
     problem = problem.replace("{busy}", taken)
     took = time.monotonic() - started
     assert out.returncode == code, out
-    assert took < 5, f"took {took:.1f}s"
+    assert took < (MODEL_CHECK_S if "--model" in args else 5), f"took {took:.1f}s"
     assert out.stdout == "" and out.stderr.count("\n") == 1 and problem in out.stderr, out.stderr
 
 
@@ -97,3 +104,17 @@ def test_up_runs_its_consumer_to_server_hop_over_mutual_tls(tmp_path):
         proc.kill()
     verdict = re.search(r"rtvi up: (\d+) frames predicted, \d+ dropped, 0 failed", proc.output)
     assert verdict and int(verdict.group(1)) > 0, proc.output
+
+
+def test_up_serves_a_model_directory_as_rtvi_serve_would(tmp_path, lite0_onnx):
+    """`--model` takes what `rtvi serve --model` takes: here a model directory (EfficientNet-Lite0,
+    ONNX), served on the engine the server measures fastest, predicted under its folder name."""
+    proc = Proc(rtvi_command("up", "--model", str(lite0_onnx), "--duration", "6", "--no-view",
+                             "--work-dir", str(tmp_path / "work")), tmp_path / "up.log")
+    try:
+        assert proc.popen.wait(240) == 0, proc.output
+    finally:
+        proc.kill()
+    verdict = re.search(r"rtvi up: (\d+) frames predicted, \d+ dropped, 0 failed", proc.output)
+    assert verdict and int(verdict.group(1)) > 0, proc.output
+    assert "RANDOM weights" not in proc.output, "a model directory carries its weights"

@@ -15,15 +15,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rtvi.serving.hardware import cpu_info  # /proc/cpuinfo only: no protobuf stubs
 
-from conftest import InferenceServer, Proc, free_port, health_status, jpeg_bytes, rtvi_command
+from conftest import InferenceServer, Proc, free_port, health_status, jpeg_bytes, metric_sum, rtvi_command
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def test_health_is_not_serving_until_warm_then_serving(tmp_path):
-    # A larger max batch makes warm-up long enough to observe the NOT_SERVING phase.
-    srv = InferenceServer(tmp_path, "--max-batch-size", "64")
+    # Loading (export to the model cache on first use, each engine's warm-up, timing them) is
+    # long enough to observe the NOT_SERVING phase.
+    srv = InferenceServer(tmp_path)
     seen: list[int] = []
     try:
         with grpc.insecure_channel(srv.address) as channel:
@@ -41,9 +42,13 @@ def test_health_is_not_serving_until_warm_then_serving(tmp_path):
         assert seen[-1] == SERVING, seen
         log = srv.proc.output
         assert "health NOT_SERVING" in log and "health SERVING" in log
-        # The default precision is native only: bf16 where the CPU has it, never emulated.
-        expected = "bf16" if cpu_info().native_bf16 else "fp32"
-        assert f"model resnet18: engine=torch device=cpu precision={expected} instances=" in log, log
+        # The default path: resnet18 as ONNX on the engine measured fastest, at a native precision
+        # only (OpenVINO's bf16 where the CPU has it, never emulated; ONNX Runtime runs fp32 as stored).
+        engine = next(engine for engine in ("onnxruntime", "openvino")
+                      if metric_sum(srv.metrics_text(), "rtvi_inference_model_info", model="resnet18", engine=engine))
+        expected = "bf16" if engine == "openvino" and cpu_info().native_bf16 else "fp32"
+        assert metric_sum(srv.metrics_text(), "rtvi_inference_model_info", model="resnet18", engine=engine,
+                          precision=expected, device="cpu") == 1
     finally:
         assert srv.proc.terminate() == 0
 
@@ -87,7 +92,8 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
 
 def test_missing_pretrained_weights_fail_clearly(tmp_path):
     proc = Proc(
-        rtvi_command("serve", "--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", "0"),
+        rtvi_command("serve", "--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", "0",
+                     "--model-cache", str(tmp_path / "empty-cache")),
         tmp_path / "serve.log",
         env={"TORCH_HOME": str(tmp_path / "empty-hub")},
     )

@@ -47,5 +47,22 @@ def export_program(module: torch.nn.Module, path: Path, size: int = 224) -> None
     torch.export.save(program, str(path))
 
 
+class SmallNet(torch.nn.Module):
+    """A conv net small enough to export and quantize in a second or two, with logits far enough
+    apart that int8 keeps fp32's top-1 (a random torchvision net's logits are near ties)."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = torch.nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
 def labels(count: int, prefix: str = "class") -> list[str]:
     return [f"{prefix}-{i}" for i in range(count)]

@@ -5,6 +5,7 @@ From the command line::
     rtvi export --model resnet18 --output models/resnet18
     rtvi export --model models/resnet18 --int8 --calibration-images photos/ --output models/resnet18-int8
     rtvi export --from-module mypkg.models:build --labels labels.txt --output models/mine
+    rtvi export --model resnet18 --to-cache     # where `rtvi serve --model resnet18` finds it, torch-free
 
 From Python, for any torch classifier::
 

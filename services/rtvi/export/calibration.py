@@ -4,7 +4,8 @@ Encoded images (a folder of JPEG/PNG files, or frames from an rtvi frames topic)
 through rtvi.serving.preprocess.ImageGeometry (the server's own decode, resize and crop)
 and its Normalizer (the same mean/std normalization), so the int8 ranges are measured on the inputs the
 served model will see. Every ``holdout_every``-th image is kept out of calibration and
-used only for the accuracy report.
+used only for the accuracy report and the directory's check set (rtvi.serving.checkset),
+which keeps them as the uint8 crops the server's normalization turns into model input.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    """Normalized float32 NCHW batches: ``calibration`` feeds the quantizer, ``held_out`` the report."""
+    """Normalized float32 NCHW batches: ``calibration`` feeds the quantizer, ``held_out`` the report;
+    ``held_out_crops`` are the held-out images before normalization (uint8 NHWC), for the check set."""
 
     calibration: np.ndarray
     held_out: np.ndarray
+    held_out_crops: np.ndarray
     source: str
 
 
@@ -94,10 +97,11 @@ def load_calibration(config: ExportConfig, preprocessing: Preprocessing) -> Cali
         log.warning("calibration: skipped %d undecodable images from %s", skipped, source)
     if len(crops) < 2:
         raise ExportError(f"calibration: {len(crops)} decodable images from {source}, need at least 2")
-    batch = Normalizer(preprocessing).images(np.stack(crops))
+    stacked = np.stack(crops)
+    batch = Normalizer(preprocessing).images(stacked)
     held = np.arange(len(batch)) % config.holdout_every == config.holdout_every - 1
     if not held.any():
         held[-1] = True
     log.info("calibration: %d images from %s (%d for calibration, %d held out for the report)",
              len(batch), source, int((~held).sum()), int(held.sum()))
-    return CalibrationSet(batch[~held], batch[held], source)
+    return CalibrationSet(batch[~held], batch[held], stacked[held], source)

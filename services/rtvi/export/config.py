@@ -13,6 +13,7 @@ from rtvi.streaming.kafka_config import KafkaConfig
 
 FORMATS = ("onnx", "torchscript", "pt2")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+INT8_RECIPES = ("reduce-range", "u8s8", "s8s8")
 FP32_LAYERS = ("none", "last", "first-last")
 
 
@@ -29,6 +30,14 @@ def parse_floats(text: str, count: int, what: str) -> tuple[float, ...]:
 @dataclass(frozen=True)
 class ExportConfig(KafkaConfig):
     output: str = setting("", "model directory to write (must not exist or be empty, unless --overwrite)", metavar="DIR")
+    to_cache: bool = setting(
+        False, "instead of --output: export the torchvision --model into --model-cache, where `rtvi serve --model "
+        "NAME` finds it and serves it without torch (images bake it at build time)",
+    )
+    model_cache: str = setting(
+        "", "the directory of torchvision names exported to ONNX, shared with `rtvi serve`; empty = "
+        "$XDG_CACHE_HOME/rtvi/models or ~/.cache/rtvi/models", metavar="DIR",
+    )
     model: str = setting(
         "",
         "what to export: a torchvision classification architecture (resnet18, efficientnet_b0, ...) "
@@ -68,6 +77,10 @@ class ExportConfig(KafkaConfig):
     holdout_every: int = setting(
         5, "every Nth calibration image is held out of calibration and used only for the accuracy report",
     )
+    int8_recipe: str = setting(
+        "reduce-range", "reduce-range: uint8 activations, int8 weights limited to 7 bits, accurate on every x86 CPU "
+        "(CPUs without VNNI saturate full 8-bit weights); u8s8: full 8-bit weights, accurate only where the serving "
+        "CPU has VNNI; s8s8: int8 activations too (see README for the measurements)", choices=INT8_RECIPES)
     calibration_method: str = setting("minmax", "how activation ranges are chosen from calibration data", choices=CALIBRATION_METHODS)
     fp32_layers: str = setting(
         "last", "layers kept in fp32 in the int8 model: none, last (the layer producing the logits: "
@@ -78,13 +91,19 @@ class ExportConfig(KafkaConfig):
         0.98, "int8 export fails (exit 1, model directory not written) when its top-1 agreement with fp32 "
         "on the held-out images is below this",
     )
+    check_set_size: int = setting(
+        32, "held-out images (at most) the model directory keeps as its check set, with their fp32 logits: "
+        "`rtvi serve` measures the agreement on its own engine and CPU at load",
+    )
     batch_size: int = setting(8, "images per batch during calibration and the accuracy report")
     overwrite: bool = setting(False, "replace an existing, non-empty output directory")
     fetch_timeout_s: float = setting(60.0, "how long to wait for --calibration-frames frames from the topic")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(bool(self.output), "--output DIR is required")
+        require(bool(self.output) != self.to_cache, "give exactly one of --output DIR and --to-cache")
+        require(not self.to_cache or (bool(self.model) and not self.int8 and self.format == "onnx"),
+                "--to-cache exports a torchvision --model NAME to ONNX fp32 (no --int8, --format onnx)")
         require(not self.from_module or ":" in self.from_module,
                 f"--from-module must look like package.module:factory, got {self.from_module!r}")
         require(not self.from_module or bool(self.labels), "--from-module needs --labels FILE (or --labels imagenet)")
@@ -101,4 +120,5 @@ class ExportConfig(KafkaConfig):
         require(self.holdout_every >= 2, "holdout every must be >= 2")
         require(0.0 <= self.min_agreement <= 1.0, "min agreement must be within 0..1")
         require(self.batch_size >= 1, "batch size must be >= 1")
+        require(self.check_set_size >= 1, "check set size must be >= 1")
         require(self.fetch_timeout_s > 0, "fetch timeout must be > 0")

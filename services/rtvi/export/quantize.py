@@ -1,12 +1,15 @@
-"""Static int8 quantization of an fp32 ONNX classifier with ONNX Runtime, and the accuracy report.
+"""Static int8 quantization of an fp32 ONNX classifier with ONNX Runtime.
 
-The recipe is ONNX Runtime's recommendation for its CPU execution provider: the QDQ
-format (QuantizeLinear/DequantizeLinear pairs that ORT fuses into integer kernels, and
-that OpenVINO reads too), uint8 activations with int8 weights (U8S8, the fast path on
-x86 with AVX2/AVX-512/VNNI), per-channel weight scales (per-tensor scales lose too much
-on depthwise convolutions such as MobileNet's and EfficientNet's), and the model first
-shape-inferred and optimized by ``quant_pre_process`` (Conv+BatchNorm fusion), which
-ORT's documentation asks for before quantization.
+The recipe is ONNX Runtime's recommendation for its CPU execution provider on x86 without
+VNNI, which holds with VNNI too: the QDQ format (QuantizeLinear/DequantizeLinear pairs that
+ORT fuses into integer kernels, and that OpenVINO reads too), uint8 activations with int8
+weights (U8S8, the fast path on x86) quantized to 7 bits (``reduce_range``: AVX2's
+vpmaddubsw adds two u8 x s8 products into a saturating 16-bit lane, and only 7-bit weights
+keep every sum in range, so the model computes the same on every x86 CPU; the README has
+the measurements against full 8-bit weights, S8S8 and U8U8), per-channel weight scales
+(per-tensor scales lose too much on depthwise convolutions such as MobileNet's and
+EfficientNet's), and the model first shape-inferred and optimized by ``quant_pre_process``
+(Conv+BatchNorm fusion), which ORT's documentation asks for before quantization.
 """
 
 from __future__ import annotations
@@ -33,17 +36,6 @@ def run_onnx(path: Path, batch: np.ndarray, batch_size: int) -> np.ndarray:
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: batch[i : i + batch_size]})[0]
                            for i in range(0, len(batch), batch_size)])
-
-
-def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float | int]:
-    """Top-1 agreement and logit deltas of ``candidate`` against ``reference`` (both [N, classes])."""
-    delta = np.abs(reference.astype(np.float64) - candidate)
-    return {
-        "images": int(len(reference)),
-        "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
-        "max_abs_logit_delta": float(delta.max()),
-        "mean_abs_logit_delta": float(delta.mean()),
-    }
 
 
 def _fp32_nodes(model_path: Path, which: str) -> list[str]:
@@ -79,12 +71,26 @@ class _Batches:
         return next(self._feeds, None)
 
 
+# --int8-recipe -> (activations, weights, reduce_range): "u8", "s8" for 8-bit unsigned/signed; reduce_range
+# quantizes the weights to 7 bits, so two u8 x s7 products and their sum fit vpmaddubsw's 16 bits.
+RECIPES = {"reduce-range": ("u8", "s8", True), "u8s8": ("u8", "s8", False), "s8s8": ("s8", "s8", False)}
+
+
+def recipe(name: str = "reduce-range") -> str:
+    """How the recipe quantizes, for the report: e.g. ``QDQ U8S8 per-channel, 7-bit weights (reduce_range)``."""
+    activations, weights, reduce_range = RECIPES[name]
+    bits = ", 7-bit weights (reduce_range)" if reduce_range else ""
+    return f"QDQ {activations.upper()}{weights.upper()} per-channel{bits}"
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, method: str, fp32_layers: str,
-                  batch_size: int) -> None:
+                  batch_size: int, recipe_name: str = "reduce-range") -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+    activations, weights, reduce_range = RECIPES[recipe_name]
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     input_name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
@@ -97,12 +103,13 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, *, m
         except Exception as exc:  # noqa: BLE001 - onnx/ORT raise many types
             raise ExportError(f"int8: the ONNX model cannot be prepared for quantization: {exc}") from None
         excluded = _fp32_nodes(prepared, fp32_layers)
-        log.info("int8: calibrating on %d images (%s, QDQ U8S8, per-channel weights; fp32 nodes: %s)",
-                 len(calibration), method, ", ".join(excluded) or "none")
+        log.info("int8: calibrating on %d images (%s, %s; fp32 nodes: %s)",
+                 len(calibration), method, recipe(recipe_name), ", ".join(excluded) or "none")
         with _quiet_root_logger():
             quantize_static(
                 str(prepared), str(out_path), _Batches(input_name, calibration, batch_size),
-                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8, calibrate_method=methods[method], nodes_to_exclude=excluded,
+                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+                activation_type=types[activations], weight_type=types[weights], calibrate_method=methods[method],
+                nodes_to_exclude=excluded,
             )
     log.info("int8: quantized in %.1fs (%.1f MB)", time.monotonic() - started, out_path.stat().st_size / 1e6)

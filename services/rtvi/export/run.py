@@ -23,6 +23,8 @@ from rtvi.errors import ExitCode
 from rtvi.export.errors import AccuracyGateFailed, ExportError
 from rtvi.export.modeldir import MODEL_FILES, ModelCard, write_card
 from rtvi.export.sources import Source, load_source
+from rtvi.serving.checkset import CHECKSET_FILE, CheckSet, compare
+from rtvi.serving.hardware import cpu_record
 from rtvi.serving.modeldir import Preprocessing
 
 if TYPE_CHECKING:
@@ -130,9 +132,9 @@ def export(config: ExportConfig, source: Source | None = None) -> dict[str, Any]
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    check = report["int8_vs_fp32"]
+    check = min(report["int8_vs_fp32"], report["check_set"], key=lambda c: c["top1_agreement"])
     raise AccuracyGateFailed(f"int8 top-1 agreement with fp32 is {check['top1_agreement']:.3f} on {check['images']} held-out "
-                      f"images, below --min-agreement {config.min_agreement}; model and report left in {rejected}")
+                             f"images, below --min-agreement {config.min_agreement}; model and report left in {rejected}")
 
 
 def _export_into(source: Source, config: ExportConfig, staging: Path, scratch: Path) -> dict[str, Any]:
@@ -146,26 +148,35 @@ def _export_into(source: Source, config: ExportConfig, staging: Path, scratch: P
     held_out = calibration.held_out if calibration is not None else _parity_batch(card.preprocessing)
     report: dict[str, Any] = {"source": card.source, "format": config.format,
                               "precision": "int8" if config.int8 else "fp32",
-                              "held_out_images": calibration.source if calibration is not None else "random pixels"}
+                              "held_out_images": calibration.source if calibration is not None else "random pixels",
+                              "measured_on": cpu_record()}
     fp32_logits = _written_logits(written, held_out, batch_size)
-    from rtvi.export.quantize import compare
-
     if source.module is not None:
         report["export_vs_torch"] = compare(_torch_logits(source.module, held_out, batch_size), fp32_logits)
-    passed = True
+    logits = fp32_logits
     if config.int8:
-        from rtvi.export.quantize import quantize_int8, run_onnx
+        from rtvi.export.quantize import quantize_int8, recipe, run_onnx
 
         assert calibration is not None
         int8_path = staging / MODEL_FILES["onnx"]
         quantize_int8(written, int8_path, calibration.calibration, method=config.calibration_method,
-                      fp32_layers=config.fp32_layers, batch_size=batch_size)
-        check = compare(fp32_logits, run_onnx(int8_path, held_out, batch_size))
-        report["int8_vs_fp32"] = check
+                      fp32_layers=config.fp32_layers, batch_size=batch_size, recipe_name=config.int8_recipe)
+        logits = run_onnx(int8_path, held_out, batch_size)
+        report["int8_vs_fp32"] = compare(fp32_logits, logits)
         report["calibration"] = {"images": int(len(calibration.calibration)), "source": calibration.source,
-                                 "method": config.calibration_method, "fp32_layers": config.fp32_layers}
+                                 "method": config.calibration_method, "fp32_layers": config.fp32_layers,
+                                 "recipe": config.int8_recipe, "quantization": recipe(config.int8_recipe)}
+    if calibration is not None:
+        # The first held-out images travel with the model, for `rtvi serve` to measure on its own CPU.
+        count = min(config.check_set_size, len(calibration.held_out_crops))
+        CheckSet(calibration.held_out_crops[:count], fp32_logits[:count], config.min_agreement).save(staging)
+        report["check_set"] = {**compare(fp32_logits[:count], logits[:count]), "file": CHECKSET_FILE,
+                               "min_agreement": config.min_agreement}
+    passed = True
+    if config.int8:
         report["min_agreement"] = config.min_agreement
-        passed = check["top1_agreement"] >= config.min_agreement
+        # The export's own machine must pass the check set `rtvi serve` will run, as well as the gate.
+        passed = min(report["int8_vs_fp32"]["top1_agreement"], report["check_set"]["top1_agreement"]) >= config.min_agreement
     report["passed"] = passed
     write_card(staging, ModelCard(card.labels, card.preprocessing, card.source, precision=report["precision"]))
     (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
@@ -184,6 +195,13 @@ def _summary(report: dict[str, Any]) -> str:
 
 def run_export(config: ExportConfig) -> ExitCode:
     """The CLI entry: one summary on stdout; errors reach `cli.main` (bad input 2, missed gate 1)."""
+    if config.to_cache:
+        from rtvi.export import cache
+
+        if Path(config.model).is_dir():
+            raise ExportError(f"--to-cache takes a torchvision name, not the model directory {config.model}")
+        print(f"cached {cache.model_directory(config.model, config.weights, cache.root(config.model_cache))}")
+        return ExitCode.OK
     report = export(config)
     print(_summary(report))
     print(f"wrote {config.output} ({', '.join(sorted(p.name for p in Path(config.output).iterdir()))})")

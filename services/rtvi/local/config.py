@@ -26,7 +26,8 @@ class UpConfig(InferenceTlsConfig):
     fps: float = setting_of(ProducerConfig, "fps", default=10.0)
     model: str = setting_of(ServerConfig, "model")
     weights: str = setting(
-        "auto", "auto (pretrained if in the torch hub cache, else random with a loud warning), DEFAULT, none or a path"
+        "auto", "for a torchvision name: auto (pretrained if in the torch hub cache, else random with a loud "
+        "warning), DEFAULT, none or a path; a model directory carries its own"
     )
     precision: str = setting_of(ServerConfig, "precision")
     # Real time by default: latency stays bounded when the machine cannot keep up, and the

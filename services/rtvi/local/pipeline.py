@@ -35,6 +35,8 @@ from rtvi.local.status import judge, status_line
 from rtvi.net import free_port, port_free
 from rtvi.protocol.tls import InferenceTlsConfig
 from rtvi.serving.config import ServerConfig
+from rtvi.serving.loader import resolve_source
+from rtvi.serving.modeldir import is_model_directory
 from rtvi.settings import ENV_PREFIX, secret_environment, to_argv
 from rtvi.streaming.consumer import report
 from rtvi.streaming.consumer.config import ConsumerConfig
@@ -153,8 +155,12 @@ def serving(address: str) -> bool:
 
 
 def _resolve_weights(config: UpConfig) -> str:
+    """``auto``: a torchvision name's pretrained weights if the torch hub cache has them, else random
+    init, said loudly. A model directory carries its weights: ``weights`` does not apply."""
     if config.weights != "auto":
         return config.weights
+    if is_model_directory(config.model):
+        return ServerConfig.weights
     from rtvi.serving.engines.torch import pretrained_weights_cached
 
     if pretrained_weights_cached(config.model):
@@ -169,8 +175,21 @@ def _resolve_weights(config: UpConfig) -> str:
     return "none"
 
 
+def _check_model(model: str) -> None:
+    """A model `rtvi serve` cannot serve, as it would say it (ModelLoadError, exit 2): a model
+    directory is read and checked the way the server checks it at start (files, labels,
+    config.yaml), a name against torchvision's classifiers (when torch is installed: an
+    ONNX-only install serves names only from its model cache, and says so itself)."""
+    if is_model_directory(model) or os.sep in model or model.startswith("."):
+        resolve_source(model, "none")
+    elif importlib.util.find_spec("torch") is not None:
+        resolve_source(model, "none")
+
+
 def _preflight(config: UpConfig) -> None:
-    """Raise SourceError / BrokerUnreachable for input that cannot work, before starting anything."""
+    """Raise for input that cannot work (SourceError, ModelLoadError, BadInput: exit 2;
+    BrokerUnreachable: exit 4), before starting anything; the cheap checks first (a model
+    name is checked against torchvision, which takes importing torch)."""
     if config.video:
         check_capture(config.video)
     elif config.camera >= 0:
@@ -182,6 +201,7 @@ def _preflight(config: UpConfig) -> None:
             raise BadInput(f"port {config.view_port} on 127.0.0.1 is in use: pass --view-port PORT or --no-view")
     if config.bootstrap_servers:
         check_broker(KafkaConfig(bootstrap_servers=config.bootstrap_servers), timeout=3.0)
+    _check_model(config.model)
 
 
 def _wait_ready(service: Service, ready: Callable[[], bool], timeout: float, stopped: Callable[[], bool],

@@ -11,6 +11,7 @@ from rtvi.settings import require, setting
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
+ACCURACY_DROP_ACTIONS = ("fail", "warn")
 
 
 @dataclass(frozen=True)
@@ -30,15 +31,25 @@ class ServerConfig:
         "", "PEM CA bundle: clients must present a certificate it signed (mutual TLS); needs --tls-cert",
         metavar="FILE")
     model: str = setting(
-        "resnet18", "a torchvision classification architecture, or a model directory (model.onnx | model.pt2 | "
-        "model.pt, labels.txt, config.yaml)", metavar="NAME|DIR")
+        "resnet18", "a torchvision classification architecture (served as ONNX from --model-cache unless --engine "
+        "torch), or a model directory (model.onnx | model.pt2 | model.pt, labels.txt, config.yaml)", metavar="NAME|DIR")
+    model_cache: str = setting(
+        "", "where torchvision names are exported to ONNX once (by architecture, weights and rtvi version) and "
+        "found again without torch; empty = $XDG_CACHE_HOME/rtvi/models or ~/.cache/rtvi/models", metavar="DIR")
     model_name: str = setting("", "v2 model name clients address; empty means the architecture or directory name")
     model_repository: str = setting(
         "", "serve every model directory under DIR at once, each under its folder name (replaces --model)",
         metavar="DIR")
     engine: str = setting(
-        "auto", "auto picks by artifact and hardware (torch for torchvision/TorchScript/torch.export, ONNX Runtime "
-        "for ONNX) and logs why", choices=ENGINE_CHOICES)
+        "auto", "auto: torch for TorchScript/torch.export; for ONNX (and torchvision names, exported to ONNX) every "
+        "installed ONNX engine is timed at load and the fastest serves; a name forces that engine", choices=ENGINE_CHOICES)
+    engine_trial_s: float = setting(
+        3.0, "with --engine auto and several engines for a model: seconds spent timing them at load, in "
+        "alternating rounds (each runs at least two)")
+    on_accuracy_drop: str = setting(
+        "fail", "a model directory's check set (held-out images with their fp32 answers) runs at load on the "
+        "serving engine and CPU; below its minimum agreement, fail refuses to serve (exit 2), warn serves anyway",
+        choices=ACCURACY_DROP_ACTIONS)
     weights: str = setting(
         "DEFAULT",
         "for an architecture name: DEFAULT (torchvision's pretrained weights from the torch hub cache; never "
@@ -95,6 +106,7 @@ class ServerConfig:
         require(self.threads >= 0, "threads must be >= 0")
         require(self.instances >= 0, "instances must be >= 0 (0 = auto)")
         require(self.liveness_timeout_s > 0, "liveness timeout must be > 0 s")
+        require(self.engine_trial_s >= 0, "engine trial must be >= 0 s")
         require(not (self.model_repository and self.model_name),
                 "--model-name names a single model; a repository serves each model under its folder name")
         require(self.preprocess_workers >= 1, "preprocess workers must be >= 1")

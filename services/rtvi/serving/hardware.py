@@ -3,12 +3,18 @@
 Pure functions over file contents (unit-tested with fixture files) plus thin readers of
 ``/proc`` and ``/sys``. Nothing here imports torch: the ONNX Runtime server decides its
 precision and thread counts without it.
+
+The flags that decide kernels (AVX2, FMA, AVX-512, VNNI, bf16) are taken from CPUID as
+numpy's runtime dispatch reads it, the same instruction ONNX Runtime, OpenVINO and torch
+ask, where ``/proc/cpuinfo`` may describe another CPU (an emulator such as qemu-user runs
+a program with the emulated CPUID but the host's ``/proc``).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +22,12 @@ from pathlib import Path
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Flags worth recording beside a benchmark figure or in the start-up log.
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
+# CPU flags with an 8-bit dot product that accumulates without saturating (VNNI); without
+# them x86 int8 kernels multiply u8 x s8 pairs with vpmaddubsw, whose 16-bit sums saturate.
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# numpy's CPUID feature names -> the /proc/cpuinfo flag each one stands for.
+CPUID_FLAGS = {"AVX2": "avx2", "FMA3": "fma", "AVX512F": "avx512f", "AVX512VNNI": "avx512_vnni",
+               "AVX512BF16": "avx512_bf16"}
 
 
 @dataclass(frozen=True)
@@ -28,10 +40,20 @@ class CpuInfo:
         return any(flag in self.flags for flag in NATIVE_BF16_FLAGS)
 
     @property
+    def int8_dot(self) -> bool:
+        """Whether int8 matrix math has VNNI (no vpmaddubsw saturation)."""
+        return any(flag in self.flags for flag in INT8_DOT_FLAGS)
+
+    @property
     def capability(self) -> str:
         """The notable flags present, e.g. ``avx2 fma avx512f avx512_bf16``, or ``baseline``."""
         found = [flag for flag in REPORTED_FLAGS if flag in self.flags]
         return " ".join(found) or "baseline"
+
+    def describe(self) -> str:
+        """The model and its notable flags, saying when int8 lacks VNNI: for logs and error lines."""
+        vnni = "" if self.int8_dot or "avx2" not in self.flags else ", no VNNI"
+        return f"{self.model} ({self.capability}{vnni})"
 
 
 def parse_cpuinfo(text: str) -> CpuInfo:
@@ -47,11 +69,37 @@ def parse_cpuinfo(text: str) -> CpuInfo:
     return CpuInfo(model=model, flags=flags)
 
 
+def with_cpuid(info: CpuInfo, features: Mapping[str, bool]) -> CpuInfo:
+    """``info`` with each flag of CPUID_FLAGS that ``features`` knows set as CPUID says. Where CPUID
+    contradicts ``/proc`` on one of them, ``/proc`` describes another CPU (an emulator, a masking
+    hypervisor) and none of its other flags is trusted either."""
+    known = {flag for name, flag in CPUID_FLAGS.items() if name in features}
+    present = {flag for name, flag in CPUID_FLAGS.items() if features.get(name)}
+    if info.flags & known != present:
+        return CpuInfo(info.model, frozenset(present))
+    return CpuInfo(info.model, frozenset((info.flags - known) | present))
+
+
+def _cpuid_features() -> Mapping[str, bool]:
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # a numpy without its dispatch table: /proc alone
+        return {}
+    return __cpu_features__
+
+
 def cpu_info(path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     try:
-        return parse_cpuinfo(path.read_text())
+        info = parse_cpuinfo(path.read_text())
     except OSError:  # not Linux: no flags known, so nothing native is assumed
-        return CpuInfo(model="unknown", flags=frozenset())
+        info = CpuInfo(model="unknown", flags=frozenset())
+    return with_cpuid(info, _cpuid_features())
+
+
+def cpu_record() -> dict[str, object]:
+    """What a measurement was made on, for a report file: model, notable and all flags."""
+    cpu = cpu_info()
+    return {"model": cpu.model, "capability": cpu.capability, "vnni": cpu.int8_dot, "flags": sorted(cpu.flags)}
 
 
 def _cgroup_paths(proc_self_cgroup: str) -> tuple[str | None, str | None]:
@@ -139,3 +187,8 @@ def available_cpus() -> int:
     except OSError:
         return usable_cpus(affinity, None)
     return usable_cpus(affinity, cgroup_cpu_limit(proc_self_cgroup, Path("/sys/fs/cgroup")))
+
+
+def cuda_device_present(dev: Path = Path("/dev")) -> bool:
+    """Whether an NVIDIA device node is visible (without importing torch or a CUDA runtime)."""
+    return any(dev.glob("nvidia[0-9]*"))

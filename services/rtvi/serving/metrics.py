@@ -32,6 +32,18 @@ BATCH_SIZE = Histogram("rtvi_inference_batch_size", "Rows per model call", ["mod
 IN_FLIGHT = Gauge("rtvi_inference_in_flight_requests", "ModelInfer requests being handled", ["model"])
 READY = Gauge("rtvi_inference_model_ready", "1 once the model is loaded and warmed up", ["model"])
 MODEL_INFO = Gauge(
-    "rtvi_inference_model_info", "1 per loaded model, labelled with how it runs (a fleet's precisions at a glance)",
-    ["model", "engine", "precision", "device", "instances", "threads"],
+    "rtvi_inference_model_info",
+    "1 per loaded model, labelled with how it runs (a fleet's precisions at a glance), how its engine was chosen "
+    "(asked for, the only candidate, check set, measured) and, when measured, each engine's images/s",
+    ["model", "engine", "precision", "device", "instances", "threads", "engine_choice", "engine_trial"],
+)
+ENGINE_TRIAL = Gauge(
+    "rtvi_inference_engine_trial_images_per_second",
+    "Images/s each candidate engine reached when timed at load (--engine auto with several engines)",
+    ["model", "engine"],
+)
+CHECK_AGREEMENT = Gauge(
+    "rtvi_inference_check_agreement",
+    "Top-1 agreement with fp32 of the model directory's check set, measured at load on the serving engine and CPU",
+    ["model"],
 )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rtvi.serving import metrics
+from rtvi.serving import loader, metrics
 from rtvi.serving.batcher import BatchStats, DynamicBatcher
 from rtvi.serving.config import ServerConfig
-from rtvi.serving.engines import select
 from rtvi.serving.engines.base import Engine, ExecutionPlan
-from rtvi.serving.errors import ModelLoadError, ModelNotFound, first_line
-from rtvi.serving.modeldir import ModelSource, is_model_directory, load_directory, repository_entries
+from rtvi.serving.errors import ModelNotFound
+from rtvi.serving.hardware import cpu_info
+from rtvi.serving.modeldir import ModelSource, repository_entries
 from rtvi.serving.normalize import Normalizer
 from rtvi.serving.preprocess import ImageGeometry
 from rtvi.serving.tasks.classification import ClassificationTask
@@ -69,68 +68,33 @@ def planned_models(config: ServerConfig) -> dict[str, str]:
     return {config.served_name: config.model}
 
 
-def resolve_source(location: str, weights: str) -> ModelSource:
-    """A model directory's checked contents, or a torchvision architecture's labels and geometry."""
-    if is_model_directory(location):
-        return load_directory(Path(location))
-    if os.sep in location or location.startswith("."):
-        raise ModelLoadError(f"{location}: no such model directory")
-    from rtvi.serving.engines.torch import torchvision_source  # imports torch: only for architecture names
-
-    return torchvision_source(location, weights)
-
-
-def _model_file_name(source: ModelSource) -> str:
-    return source.artifact if source.format != "torchvision" else f"torchvision {source.artifact}"
-
-
-def _warm_up(model: ServedModel, batch_sizes: list[int]) -> None:
-    """Run each batch size once per instance (engines hand out their instances in turn),
-    and check the outputs are ``[N, classes]`` for the labels."""
-    assert model.source and model.normalizer and model.engine and model.plan
-    source, crop = model.source, model.source.preprocessing.crop
-    where = _model_file_name(source)
-    for n in [size for size in batch_sizes for _ in range(model.plan.instances)]:
-        batch = model.normalizer.images(np.zeros((n, crop, crop, 3), dtype=np.uint8))
-        try:
-            outputs = model.engine.run(batch)
-        except Exception as exc:  # the model cannot run such a batch: say so at start, not per request
-            raise ModelLoadError(f"{where}: fails on a batch of {n} at {crop}x{crop}: {first_line(exc)}") from None
-        if outputs.ndim != 2 or outputs.shape[0] != n:
-            raise ModelLoadError(f"{where}: output shape {list(outputs.shape)} for a batch of {n} is not [N, classes]")
-        if outputs.shape[1] != len(source.labels):
-            labels = Path(source.artifact).with_name("labels.txt") if source.format != "torchvision" else where
-            raise ModelLoadError(
-                f"{labels}: {len(source.labels)} labels but {where} outputs {outputs.shape[1]} classes "
-                "(one label per output, in index order)")
-
-
 def load_model(model: ServedModel, config: ServerConfig) -> float:
-    """Resolve, plan, load and warm up ``model`` (on a compute thread); return the seconds taken."""
+    """Load ``model`` (on a loader thread: rtvi.serving.loader) and record how it runs; return the seconds taken."""
     started = time.perf_counter()
-    source = resolve_source(model.location, config.weights)
-    try:
-        decision = select.plan(config, source)
-    except ModelLoadError as exc:  # a flag that does not fit this model: say which model
-        raise ModelLoadError(f"model {model.name}: {exc}") from None
-    plan = decision.plan
-    for warning in decision.warnings:
-        log.warning("model %s: %s", model.name, warning)
-    log.info("model %s: %s (%s)", model.name, plan.describe(), "; ".join(decision.reasons))
-    engine = select.engine_class(plan.engine)(source, plan)
-    engine.load()
-    model.source, model.plan, model.engine = source, plan, engine
+    loaded = loader.load(model.name, model.location, config)
+    source, engine, plan = loaded.source, loaded.engine, loaded.engine.plan
+    model.source, model.plan, model.engine, model.normalizer = source, plan, engine, loaded.normalizer
     model.task = ClassificationTask(source.labels)
-    model.normalizer = Normalizer(source.preprocessing)
     model.geometry = ImageGeometry(
         resize=source.preprocessing.resize, crop=source.preprocessing.crop, fast_decode=config.fast_decode,
         max_pixels=config.max_image_pixels,
     )
-    _warm_up(model, sorted({1, model.max_batch_size}))
     model.parameters = {
         "engine": plan.engine, "device": plan.device, "precision": plan.precision,
         "instances": str(plan.instances), "threads": str(plan.threads), "source": source.format,
+        "artifact": source.artifact, "engine_choice": loaded.choice,
     }
+    if loaded.trial is not None:
+        model.parameters["engine_trial"] = loaded.trial.label()
+        for name, rate in loaded.trial.figures.items():
+            metrics.ENGINE_TRIAL.labels(model.name, name).set(rate)
+    if loaded.check is not None:
+        check = loaded.check
+        model.parameters.update({
+            "check_agreement": f"{check.agreement:.4f}", "check_min_agreement": f"{check.min_agreement:g}",
+            "check_images": str(check.images), "check_passed": str(check.passed).lower(),
+            "check_cpu": cpu_info().describe()})
+        metrics.CHECK_AGREEMENT.labels(model.name).set(check.agreement)
     return time.perf_counter() - started
 
 
@@ -176,7 +140,8 @@ class ModelRepository:
             )
             model.batcher.start()
             metrics.MODEL_INFO.labels(model.name, model.plan.engine, model.plan.precision, model.plan.device,
-                                      str(model.plan.instances), str(model.plan.threads)).set(1)
+                                      str(model.plan.instances), str(model.plan.threads),
+                                      model.parameters["engine_choice"], model.parameters.get("engine_trial", "")).set(1)
             log.info("model %s ready in %.1fs (%s, max_batch=%d)", model.name, seconds, model.plan.describe(),
                      model.max_batch_size)
 

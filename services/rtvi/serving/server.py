@@ -111,9 +111,9 @@ async def serve(config: ServerConfig) -> ExitCode:
         start_http_server(config.metrics_port, addr=config.host)
     cpu = cpu_info()
     security = "plaintext" if tls is None else "TLS, client certificates required" if tls.ca else "TLS"
-    log.info("listening on %s (%s; metrics on :%s; health also on plaintext :%s); CPU %s (%s), %d usable CPUs; "
+    log.info("listening on %s (%s; metrics on :%s; health also on plaintext :%s); CPU %s, %d usable CPUs; "
              "loading %s, health NOT_SERVING", address, security, config.metrics_port, config.health_port or "-",
-             cpu.model, cpu.capability, available_cpus(), ", ".join(repository.models))
+             cpu.describe(), available_cpus(), ", ".join(repository.models))
 
     load_task = asyncio.ensure_future(repository.load_all(_record_batch))
     stop_task = asyncio.ensure_future(stop.wait())

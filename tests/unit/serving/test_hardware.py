@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rtvi.serving.hardware import cgroup_cpu_limit, parse_cpuinfo, usable_cpus
+from rtvi.serving.hardware import cgroup_cpu_limit, cuda_device_present, parse_cpuinfo, usable_cpus, with_cpuid
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -73,3 +73,29 @@ def test_cgroup_v1_unlimited_and_hybrid_unified_without_cpu(tmp_path):
 ])
 def test_usable_cpus_is_affinity_capped_by_quota(affinity, quota, expected):
     assert usable_cpus(affinity, quota) == expected
+
+
+def test_cpuid_overrides_the_flags_it_knows():
+    """Under an emulator /proc shows the host's flags while CPUID (what the engines ask) shows the emulated CPU's."""
+    host = parse_cpuinfo((FIXTURES / "cpuinfo-sapphire-rapids.txt").read_text())
+    emulated = with_cpuid(host, {"AVX2": True, "FMA3": True, "AVX512F": False, "AVX512VNNI": False, "AVX512BF16": False})
+    # avx_vnni and amx_* are not in numpy's table: once CPUID contradicts /proc, they are not trusted either
+    assert emulated.capability == "avx2 fma" and not emulated.native_bf16 and not emulated.int8_dot
+    assert emulated.model == host.model
+    assert with_cpuid(host, {}) == host  # a numpy that reports nothing changes nothing
+    agreeing = {"AVX2": True, "FMA3": True, "AVX512F": True, "AVX512VNNI": True, "AVX512BF16": True}
+    assert with_cpuid(host, agreeing) == host  # a CPUID that agrees keeps the flags only /proc knows
+
+
+def test_describe_names_the_model_and_a_missing_vnni():
+    avx2 = parse_cpuinfo((FIXTURES / "cpuinfo-avx2.txt").read_text())
+    assert avx2.describe() == "AMD EPYC 7R32 (avx2 fma, no VNNI)"
+    zen4 = parse_cpuinfo((FIXTURES / "cpuinfo-zen4.txt").read_text())
+    assert zen4.int8_dot and zen4.describe() == "AMD EPYC 9R14 (avx2 fma avx512f avx512_vnni avx512_bf16)"
+
+
+def test_cuda_device_present_looks_for_nvidia_device_nodes(tmp_path):
+    (tmp_path / "nvidiactl").touch()
+    assert not cuda_device_present(tmp_path)
+    (tmp_path / "nvidia0").touch()
+    assert cuda_device_present(tmp_path)

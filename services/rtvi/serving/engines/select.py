@@ -1,8 +1,10 @@
-"""Choose engine, device, precision, instances and threads from the artifact and the hardware.
+"""Choose engines, device, precision, instances and threads from the artifact and the hardware.
 
 The rules are pure functions (unit-tested); ``plan`` gathers the facts (installed
 runtimes, CUDA, CPU flags, usable CPUs) and applies them. Every choice comes with the
-reason the start-up log prints.
+reason the start-up log prints. Where several installed engines run the artifact (ONNX:
+ONNX Runtime and OpenVINO) and none is forced, each gets a plan and the loader measures
+which is faster here (``trial.py``): which one wins differs by CPU, model and precision.
 """
 
 from __future__ import annotations
@@ -50,23 +52,35 @@ class Choice:
     warning: str = ""
 
 
-def choose_engine(requested: str, fmt: str, installed: set[str]) -> Choice:
+@dataclass(frozen=True)
+class EngineChoice:
+    candidates: tuple[str, ...]
+    reason: str
+
+
+def choose_engines(requested: str, fmt: str, installed: set[str]) -> EngineChoice:
+    """The engines to load, in order of preference.
+
+    ``--engine NAME`` forces one. ``auto`` takes every installed engine that reads the
+    format: for ONNX that can be both ONNX Runtime and OpenVINO, and the faster of them on
+    this machine is then measured at load (``trial.py``).
+    """
     readers = READERS[fmt]
     if requested != "auto":
         if requested not in readers:
             raise ModelLoadError(f"--engine {requested} cannot run a {fmt} model (engines that can: {', '.join(readers)})")
         if requested not in installed:
             raise ModelLoadError(f"--engine {requested} is not installed ({ENGINES[requested][2]})")
-        return Choice(requested, "asked for with --engine")
-    for name in readers:
-        if name in installed:
-            if fmt == "onnx" and name == "onnxruntime":
-                return Choice(name, "an ONNX model runs on ONNX Runtime (CUDA provider when present, else CPU)")
-            if fmt == "onnx":
-                return Choice(name, "an ONNX model, and OpenVINO is the ONNX runtime installed")
-            return Choice(name, f"a {fmt} model runs on torch")
-    hints = "; ".join(ENGINES[name][2] for name in readers)
-    raise ModelLoadError(f"no engine for a {fmt} model is installed ({hints})")
+        return EngineChoice((requested,), "asked for with --engine")
+    found = tuple(name for name in readers if name in installed)
+    if not found:
+        hints = "; ".join(ENGINES[name][2] for name in readers)
+        raise ModelLoadError(f"no engine for a {fmt} model is installed ({hints})")
+    if len(found) > 1:
+        return EngineChoice(found, f"{' and '.join(found)} both run this {fmt} model: the faster here is measured at load")
+    if fmt == "onnx":
+        return EngineChoice(found, f"an ONNX model, and {found[0]} is the ONNX runtime installed")
+    return EngineChoice(found, f"a {fmt} model runs on torch")
 
 
 def choose_device(requested: str, cuda: bool) -> Choice:
@@ -129,22 +143,35 @@ def engine_class(name: str) -> type[Engine]:
 
 @dataclass
 class Decision:
-    plan: ExecutionPlan
+    """One plan per engine to load, in order of preference; more than one means: measure them."""
+
+    plans: list[ExecutionPlan]
     reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
 def plan(config: ServerConfig, source: ModelSource) -> Decision:
-    engine = choose_engine(config.engine, source.format, installed_engines())
-    device = choose_device(config.device, engine_class(engine.value).cuda_available())
+    engines = choose_engines(config.engine, source.format, installed_engines())
+    candidates = engines.candidates
     cpu = cpu_info()
-    precision = choose_precision(config.precision, engine.value, device.value, source.stored_precision, cpu)
-    instances, threads, cpus = choose_parallelism(config.instances, config.threads, available_cpus(), device.value)
-    return Decision(
-        ExecutionPlan(engine.value, device.value, precision.value, instances, threads,
-                      channels_last=config.channels_last, compile=config.compile),
-        reasons=[f"engine {engine.value}: {engine.reason}", f"device {device.value}: {device.reason}",
-                 f"precision {precision.value}: {precision.reason}",
-                 f"{instances} instances x {threads} threads: {cpus}"],
-        warnings=[precision.warning] if precision.warning else [],
-    )
+    plans, reasons, warnings, refused = [], [f"engine {'/'.join(candidates)}: {engines.reason}"], [], []
+    for name in candidates:
+        try:
+            device = choose_device(config.device, engine_class(name).cuda_available())
+            precision = choose_precision(config.precision, name, device.value, source.stored_precision, cpu)
+        except ModelLoadError as exc:
+            if len(candidates) == 1:
+                raise
+            refused.append(f"{name}: {exc}")
+            continue
+        instances, threads, cpus = choose_parallelism(config.instances, config.threads, available_cpus(), device.value)
+        plans.append(ExecutionPlan(name, device.value, precision.value, instances, threads,
+                                   channels_last=config.channels_last, compile=config.compile))
+        prefix = f"{name} " if len(candidates) > 1 else ""
+        reasons += [f"{prefix}device {device.value}: {device.reason}", f"{prefix}precision {precision.value}: {precision.reason}"]
+        warnings += [precision.warning] if precision.warning else []
+    if not plans:
+        raise ModelLoadError("; ".join(refused))
+    reasons += [f"left out {reason}" for reason in refused]
+    reasons.append(f"{plans[0].instances} instances x {plans[0].threads} threads: {cpus}")
+    return Decision(plans, reasons, warnings)
