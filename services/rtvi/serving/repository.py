@@ -60,6 +60,14 @@ class ServedModel:
             batch = self.normalizer.images_reused(batch)
         return self.engine.run(batch)
 
+    def start_batching(self, queue_delay_s: float, on_batch: Callable[[BatchStats], None]) -> None:
+        """Compute threads (one per instance) and the dynamic batcher feeding them: the model is ready."""
+        assert self.plan is not None
+        self.compute_pool = ThreadPoolExecutor(self.plan.instances, thread_name_prefix=f"rtvi-{self.name}")
+        self.batcher = DynamicBatcher(self.run, self.compute_pool, self.max_batch_size, queue_delay_s,
+                                      on_batch=on_batch, concurrency=self.plan.instances)
+        self.batcher.start()
+
 
 def planned_models(config: ServerConfig) -> dict[str, str]:
     """v2 name -> model location, before anything is loaded."""
@@ -101,9 +109,10 @@ def load_model(model: ServedModel, config: ServerConfig) -> float:
 class ModelRepository:
     """Every model this server serves, by v2 name."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, models: dict[str, ServedModel] | None = None) -> None:
+        """The models ``config`` names; or ``models`` as they are (in-process tests serve a dummy engine)."""
         self.config = config
-        self.models = {
+        self.models = models if models is not None else {
             name: ServedModel(name, location, config.max_batch_size)
             for name, location in planned_models(config).items()
         }
@@ -133,12 +142,8 @@ class ModelRepository:
             with ThreadPoolExecutor(1, thread_name_prefix=f"rtvi-load-{model.name}") as loader:
                 seconds = await loop.run_in_executor(loader, load_model, model, self.config)
             assert model.plan is not None
-            model.compute_pool = ThreadPoolExecutor(model.plan.instances, thread_name_prefix=f"rtvi-{model.name}")
-            model.batcher = DynamicBatcher(
-                model.run, model.compute_pool, model.max_batch_size, self.config.max_queue_delay_ms / 1000,
-                on_batch=lambda stats, name=model.name: on_batch(name, stats), concurrency=model.plan.instances,
-            )
-            model.batcher.start()
+            model.start_batching(self.config.max_queue_delay_ms / 1000,
+                                 lambda stats, name=model.name: on_batch(name, stats))
             metrics.MODEL_INFO.labels(model.name, model.plan.engine, model.plan.precision, model.plan.device,
                                       str(model.plan.instances), str(model.plan.threads),
                                       model.parameters["engine_choice"], model.parameters.get("engine_trial", "")).set(1)
