@@ -88,7 +88,9 @@ def main() -> None:
         ensure_topics(KafkaConfig(bootstrap_servers=bootstrap),
                       {"bulk": 2, "bulk-out": 2, "paced": 1, "paced-out": 1})
         server = start_rtvi("serve", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", "--weights", "none",
-                      "--precision", args.precision, "--max-batch-size", str(args.max_batch_size),
+                      # torch, as the ceiling: the ratio is the pipeline's own overhead (`rtvi serve`'s
+                      # default engine for a name is measured at load: bench_server.py compares engines)
+                      "--engine", "torch", "--precision", args.precision, "--max-batch-size", str(args.max_batch_size),
                       "--threads", str(args.threads), "--instances", str(args.instances), log=work / "serve.log")
         try:
             producer = start_rtvi("produce", "--bootstrap-servers", bootstrap, "--topic", "bulk", "--streams", "2",
@@ -123,7 +125,7 @@ def main() -> None:
     p50, p95 = paced_figures.quantile_ms(0.5), paced_figures.quantile_ms(0.95)
     ratio = throughput / ceiling_rate
     print_table(
-        f"rtvi pipeline: resnet18 {args.precision} channels_last, {args.frames} prefilled 640x480 JPEG frames, "
+        f"rtvi pipeline: resnet18 torch {args.precision} channels_last, {args.frames} prefilled 640x480 JPEG frames, "
         f"consumer batch {args.batch_size} x {args.max_in_flight} in flight, server max batch {args.max_batch_size}, "
         f"{args.instances} instances x {args.threads} threads",
         [
