@@ -11,14 +11,14 @@ can be had here). The node, its images and the control plane are the session's `
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from conftest import REPO, metric_sum, read_predictions
-from support.node_images import KAFKA_PORT, kafka_manifests
+from support.node_images import KAFKA_PORT
+from support.node_release import installed_release
 from test_streaming_pipeline import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
@@ -85,28 +85,12 @@ def chart_values(tags: dict[str, str]) -> dict:
 
 @pytest.fixture(scope="module")
 def release(kube_node, tmp_path_factory):
-    from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
-
     cluster, node, tags = kube_node
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    try:
-        cluster.apply(kafka_manifests() + camera_manifests(tags["consumer"]), "-n", NAMESPACE)
-        for deployment in ("kafka", "rtsp-camera"):
-            cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{deployment}", "--timeout=300s",
-                            timeout=330)
-        kafka_ip = pods(cluster, "app.kubernetes.io/name=kafka")[0]["status"]["podIP"]
-        broker = SimpleNamespace(bootstrap_servers=f"{kafka_ip}:{KAFKA_PORT}")
-        ensure_topics(KafkaConfig(bootstrap_servers=broker.bootstrap_servers), {"frames": 2, "predictions": 2})
-        values = tmp_path_factory.mktemp("ingest-values") / "values.yaml"
-        values.write_text(yaml.safe_dump(chart_values(tags)))
-        started = time.monotonic()
-        cluster.helm("install", RELEASE, str(REPO / "charts" / "rtvi"), "--namespace", NAMESPACE, "-f", str(values),
-                     "--wait", "--timeout", "15m")
-        print(f"\nhelm install --wait with ingest on the real node: {time.monotonic() - started:.0f} s")
+    values = tmp_path_factory.mktemp("ingest-values") / "values.yaml"
+    values.write_text(yaml.safe_dump(chart_values(tags)))
+    with installed_release(cluster, NAMESPACE, RELEASE, {"frames": 2, "predictions": 2}, ["-f", str(values)],
+                           manifests=camera_manifests(tags["consumer"]), deployments=("rtsp-camera",)) as broker:
         yield SimpleNamespace(cluster=cluster, broker=broker)
-    finally:
-        cluster.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "3m", check=False)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--timeout=180s", check=False, timeout=200)
 
 
 def pods(cluster, selector: str) -> list[dict]:

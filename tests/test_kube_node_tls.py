@@ -23,9 +23,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO, health_status, metric_sum, read_predictions
+from conftest import health_status, metric_sum, read_predictions
 from support.certs import Issued, TestCA, require_openssl
-from support.node_images import KAFKA_PORT, kafka_manifests
+from support.node_release import installed_release
 from test_kube_node import values
 from test_streaming_pipeline import wait_for
 
@@ -51,8 +51,6 @@ def kubectl_tls_secret(cluster, name: str, issued: Issued, ca) -> None:
 
 @pytest.fixture(scope="module")
 def release(kube_node, tmp_path_factory):
-    from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
-
     require_openssl()
     cluster, node, tags = kube_node
     ca = TestCA(tmp_path_factory.mktemp("node-pki"))
@@ -60,26 +58,17 @@ def release(kube_node, tmp_path_factory):
              f"{HEADLESS}.{NAMESPACE}.svc.cluster.local")
     pki = SimpleNamespace(ca=ca, server=ca.issue("inference", dns=names),
                           renewed=ca.issue("inference-renewed", dns=names), client=ca.issue("consumer", client=True))
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    kubectl_tls_secret(cluster, SERVER_SECRET, pki.server, ca.pem)
-    kubectl_tls_secret(cluster, CLIENT_SECRET, pki.client, ca.pem)
-    cluster.apply(kafka_manifests(), "-n", NAMESPACE)
-    cluster.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/kafka", "--timeout=300s", timeout=330)
-    kafka_ip = pods(cluster, "app.kubernetes.io/name=kafka")[0]["status"]["podIP"]
-    broker = SimpleNamespace(bootstrap_servers=f"{kafka_ip}:{KAFKA_PORT}")
-    ensure_topics(KafkaConfig(bootstrap_servers=broker.bootstrap_servers), {name: 2 for name in TOPICS})
+
+    def secrets() -> None:
+        kubectl_tls_secret(cluster, SERVER_SECRET, pki.server, ca.pem)
+        kubectl_tls_secret(cluster, CLIENT_SECRET, pki.client, ca.pem)
+
     tls = {"inference.tls.enabled": "true", "inference.tls.server.secretName": SERVER_SECRET,
            "inference.tls.client.secretName": CLIENT_SECRET, "inference.replicas": "1"}
-    started = time.monotonic()
-    cluster.helm("install", RELEASE, str(REPO / "charts" / "rtvi"), "--namespace", NAMESPACE, *values(tags),
-                 *(arg for key, value in tls.items() for arg in ("--set", f"{key}={value}")),
-                 "--wait", "--timeout", "15m")
-    print(f"\nhelm install --wait with mutual TLS on the real node: {time.monotonic() - started:.0f} s")
-    try:
+    helm_args = [*values(tags), *(arg for key, value in tls.items() for arg in ("--set", f"{key}={value}"))]
+    with installed_release(cluster, NAMESPACE, RELEASE, {name: 2 for name in TOPICS}, helm_args,
+                           prepare=secrets) as broker:
         yield SimpleNamespace(cluster=cluster, broker=broker, pki=pki)
-    finally:
-        cluster.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "3m", check=False)
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--timeout=180s", check=False, timeout=200)
 
 
 def pods(cluster, selector: str) -> list[dict]:
