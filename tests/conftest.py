@@ -305,13 +305,28 @@ def read_predictions(broker, topic: str, until: int, timeout: float = 120) -> li
     return [json.loads(value) for _, _, _, value in read_records(broker, topic, until, timeout)]
 
 
-def end_offsets(broker, topic: str, partitions: int = 2) -> dict[int, int]:
-    """Next offset (high watermark) of each non-empty partition of ``topic``."""
-    from confluent_kafka import Consumer, TopicPartition
+def end_offsets(broker, topic: str, partitions: int = 2, timeout: float = 30) -> dict[int, int]:
+    """Next offset (high watermark) of each non-empty partition of ``topic``. A broker just
+    restarted has no partition leaders for a few seconds: those answers are retried until
+    ``timeout``."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+    leaderless = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._TRANSPORT,
+                  KafkaError._TIMED_OUT}
+
+    deadline = time.monotonic() + timeout
     probe = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "rtvi-test-probe"})
     try:
-        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+        ends = {}
+        for p in range(partitions):
+            while True:
+                try:
+                    ends[p] = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    break
+                except KafkaException as exc:
+                    if exc.args[0].code() not in leaderless or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
     finally:
         probe.close()
     return {p: end for p, end in ends.items() if end > 0}
