@@ -63,7 +63,8 @@ def run_consumer(work: Path, bootstrap: str, address: str, topic: str, frames: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=2000)
-    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--precision", default="auto",
+                        help="as rtvi serve's --precision: auto is bf16 only where the CPU runs it natively")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8, help="consumer frames per request")
     parser.add_argument("--max-in-flight", type=int, default=8)
@@ -125,7 +126,7 @@ def main() -> None:
     p50, p95 = paced_figures.quantile_ms(0.5), paced_figures.quantile_ms(0.95)
     ratio = throughput / ceiling_rate
     print_table(
-        f"rtvi pipeline: resnet18 torch {args.precision} channels_last, {args.frames} prefilled 640x480 JPEG frames, "
+        f"rtvi pipeline: resnet18 torch {ceiling.precision} channels_last, {args.frames} prefilled 640x480 JPEG frames, "
         f"consumer batch {args.batch_size} x {args.max_in_flight} in flight, server max batch {args.max_batch_size}, "
         f"{args.instances} instances x {args.threads} threads",
         [
