@@ -24,9 +24,10 @@ from __future__ import annotations
 # (in order, for the commit) are bounded at this many times the ready buffer.
 REAL_TIME_HELD_FACTOR = 16
 # Adaptive: the smoothed round trip may reach this multiple of the age bound. Measured at twice
-# this machine's capacity (benchmarks/bench_latency.py): at 0.5 and 1.0 the window stayed too small
+# the capacity of a Zen 4 (benchmarks/bench_latency.py): at 0.5 and 1.0 the window stayed too small
 # for the server to batch well (49-87% of keep-all's throughput); at 2.0 it matched keep-all, with
-# p99 within the age bound plus two median round trips.
+# p99 within the age bound plus two median round trips. Not on an AVX2-only CPU, where the model is
+# five times slower: 79-90% of keep-all, p99 90-370 ms past that bound (README, Benchmarks).
 ROUND_TRIP_SHARE = 2.0
 DECREASE = 0.9  # multiplicative decrease of the window: a small sawtooth keeps the round trip steady
 SMOOTHING = 0.2  # weight of the newest round trip in the moving average
