@@ -222,6 +222,7 @@ def test_inference_pods_turn_ready_through_the_kubelets_grpc_probes(release):
     # past the HPA's target, and the HPA adds a second pod until the Job is done.
     wait_one_inference_pod(cluster)
     inference = pods(cluster, component("inference"))
+    assert len(inference) == 1, "the HPA's minimum, once the Job's load is gone"
     for pod in inference:
         container = pod["spec"]["containers"][0]
         for probe, service in (("startupProbe", "inference.GRPCInferenceService"),
