@@ -5,7 +5,9 @@
 2. For each offered load (a multiple of that capacity, spread over --streams paced
    streams) and each mode (keep-all: --max-frame-age-ms 0; real time: the bound given),
    a fresh topic and consumer group, --seconds of frames, then the consumer finishes
-   what it read. Measured: throughput (frames predicted per second while the load is
+   what it read; --repeats times, in the order keep-all, real time, real time, keep-all,
+   ... so that a machine whose speed drifts (a shared one does, by 10-20% within minutes)
+   slows both modes alike, and their throughputs are compared as means over the repeats. Measured: throughput (frames predicted per second while the load is
    offered: from the first frame finished until the producer stops; keep-all's drain
    afterwards, with the producer's CPU free again, is timed apart), p50/p95/p99 capture-to-prediction (from the consumer's
    histogram, as Prometheus' histogram_quantile reads it), drop rate, and per-stream
@@ -16,7 +18,7 @@
 
 Everything runs on this machine: an embedded Tansu broker and the services as processes.
 
-    python benchmarks/bench_latency.py                       # about 10 minutes
+    python benchmarks/bench_latency.py                       # about 15 minutes on 2 cores
     python benchmarks/bench_latency.py --seconds 3 --loads 0.5,2 --capacity-frames 60   # smoke run
 """
 
@@ -85,8 +87,8 @@ class Bench:
             stop(proc)
         return (last.processed - first.processed) / (t1 - t0)
 
-    def point(self, mode: str, max_age_ms: float, load: float, capacity: float) -> dict:
-        name = f"{mode}-{load:g}x".replace(".", "_")
+    def point(self, mode: str, max_age_ms: float, load: float, capacity: float, repeat: int) -> dict:
+        name = _topic(mode, load, repeat)
         proc, url, log = self.consumer(name, max_age_ms)
         alive = lambda: proc.poll() is None  # noqa: E731
         try:
@@ -113,18 +115,25 @@ class Bench:
             stop(proc)
         # While the load was offered: keep-all's drain afterwards (the producer's core free again) is not counted.
         throughput = (loaded.processed - first.processed) / max(loaded_at - first_at, 1e-9)
-        return _row(mode, load, load * capacity, final.consumed, throughput, final, drain_s=done_at - loaded_at)
+        return _row(mode, load, load * capacity, final.consumed, throughput, final, drain_s=done_at - loaded_at) | {
+            "repeat": repeat}
 
     def run(self) -> tuple[float, list[dict]]:
         capacity = self.capacity()
         print(f"capacity: {capacity:.1f} frames/s")
         rows = []
+        modes = [("keep-all", 0.0), ("real-time", self.args.max_frame_age_ms)]
         for load in self.args.loads:
-            for mode, age in (("keep-all", 0.0), ("real-time", self.args.max_frame_age_ms)):
-                rows.append(self.point(mode, age, load, capacity))
-                print(f"  {mode:9} {load:>4g}x: {rows[-1]['throughput_fps']:.1f} fps, "
-                      f"p95 {rows[-1]['p95_ms']:.0f} ms, drop {rows[-1]['drop_rate']:.0%}")
+            for repeat in range(self.args.repeats):
+                for mode, age in (modes if repeat % 2 == 0 else modes[::-1]):
+                    rows.append(self.point(mode, age, load, capacity, repeat))
+                    print(f"  {mode:9} {load:>4g}x #{repeat + 1}: {rows[-1]['throughput_fps']:.1f} fps, "
+                          f"p95 {rows[-1]['p95_ms']:.0f} ms, drop {rows[-1]['drop_rate']:.0%}", flush=True)
         return capacity, rows
+
+
+def _topic(mode: str, load: float, repeat: int) -> str:
+    return f"{mode}-{load:g}x-{repeat}".replace(".", "_")
 
 
 def _row(mode: str, load: float, offered: float, produced: int, throughput: float, final: PodMetrics,
@@ -141,12 +150,23 @@ def _row(mode: str, load: float, offered: float, produced: int, throughput: floa
     }
 
 
+def _means(rows: list[dict]) -> list[dict]:
+    """One row per mode and load: the repeats' mean throughput and latencies."""
+    merged = []
+    for key in dict.fromkeys((r["mode"], r["load"]) for r in rows):
+        mine = [r for r in rows if (r["mode"], r["load"]) == key]
+        merged.append({k: (sum(r[k] for r in mine) / len(mine) if isinstance(mine[0][k], float) else mine[0][k])
+                       for k in mine[0]})
+    return merged
+
+
 def plot(rows: list[dict], capacity: float, title: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = _means(rows)
     fig, (latency, throughput) = plt.subplots(1, 2, figsize=(12, 4.5))
     for mode, colour in (("keep-all", "tab:red"), ("real-time", "tab:blue")):
         mine = [r for r in rows if r["mode"] == mode]
@@ -171,18 +191,21 @@ def plot(rows: list[dict], capacity: float, title: str, path: Path) -> None:
 
 
 def acceptance(rows: list[dict], max_frame_age_ms: float) -> list[dict]:
-    """Issue 20's two figures per load: real time's throughput against keep-all's on the same
-    load, and its p99 against the age bound plus two of its median round trips (a frame may wait
-    out the bound, then a round trip already in flight, then its own)."""
-    by_mode = {(r["mode"], r["load"]): r for r in rows}
+    """Issue 20's two figures per load: real time's mean throughput against keep-all's on the
+    same load, and its p99 against the age bound plus two of its median round trips (a frame may
+    wait out the bound, then a round trip already in flight, then its own), in every repeat: the
+    worst repeat's margin is the one shown."""
     checks = []
     for load in sorted({r["load"] for r in rows}):
-        real_time, keep_all = by_mode.get(("real-time", load)), by_mode.get(("keep-all", load))
-        if real_time and keep_all and keep_all["throughput_fps"] > 0:
-            bound = max_frame_age_ms + 2 * real_time["round_trip_p50_ms"]
-            checks.append({"load": load, "throughput_vs_keep_all": real_time["throughput_fps"] / keep_all["throughput_fps"],
-                           "p99_ms": real_time["p99_ms"], "p99_bound_ms": bound,
-                           "p99_held": real_time["p99_ms"] <= bound})
+        real_time = [r for r in rows if r["load"] == load and r["mode"] == "real-time"]
+        keep_all = [r for r in rows if r["load"] == load and r["mode"] == "keep-all"]
+        if real_time and keep_all and sum(r["throughput_fps"] for r in keep_all) > 0:
+            mean = lambda rs: sum(r["throughput_fps"] for r in rs) / len(rs)  # noqa: E731
+            worst = max(real_time, key=lambda r: r["p99_ms"] - 2 * r["round_trip_p50_ms"])
+            bound = max_frame_age_ms + 2 * worst["round_trip_p50_ms"]
+            checks.append({"load": load, "repeats": len(real_time),
+                           "throughput_vs_keep_all": mean(real_time) / mean(keep_all),
+                           "p99_ms": worst["p99_ms"], "p99_bound_ms": bound, "p99_held": worst["p99_ms"] <= bound})
     return checks
 
 
@@ -197,6 +220,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="consumer frames per request, the most (as rtvi up)")
     parser.add_argument("--max-in-flight", type=int, default=8, help="consumer requests outstanding, the most (as rtvi up)")
     parser.add_argument("--capacity-frames", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="points per mode and load, alternating which mode goes first")
     parser.add_argument("--dispatch", default="adaptive", choices=("adaptive", "fixed"), help="real time's dispatch")
     parser.add_argument("--drain-timeout", type=float, default=300, help="how long keep-all may take to catch up")
     parser.add_argument("--serve-args", default="", help="extra flags for rtvi serve, e.g. '--precision fp32'")
@@ -212,7 +237,7 @@ def main() -> None:
         try:
             from rtvi.streaming.kafka_config import KafkaConfig, ensure_topics
 
-            names = ["capacity"] + [f"{m}-{load:g}x".replace(".", "_") for load in args.loads
+            names = ["capacity"] + [_topic(m, load, repeat) for load in args.loads for repeat in range(args.repeats)
                                     for m in ("keep-all", "real-time")]
             ensure_topics(KafkaConfig(bootstrap_servers=broker.bootstrap_servers),
                           {t: 2 for name in names for t in (name, f"{name}-out")})
@@ -228,14 +253,14 @@ def main() -> None:
              f"batch {args.batch_size} x {args.max_in_flight} in flight, real time {args.max_frame_age_ms:g} ms; "
              f"{cpu['cpu_model'] or 'unknown CPU'}, {cpu['usable_cpus']} usable CPUs")
     print_table(title, [
-        (f"{r['mode']:9} {r['load']:>4g}x ({r['offered_fps']:.0f} fps offered)",
+        (f"{r['mode']:9} {r['load']:>4g}x #{r['repeat'] + 1} ({r['offered_fps']:.0f} fps offered)",
          f"{r['throughput_fps']:6.1f} fps  p50/p95/p99 {r['p50_ms']:6.0f} / {r['p95_ms']:6.0f} / {r['p99_ms']:6.0f} ms  "
          f"dropped {r['drop_rate']:4.0%}  fairness {r['fairness']:.2f}")
         for r in rows
     ])
     checks = acceptance(rows, args.max_frame_age_ms)
     print_table("real time against keep-all (issue 20: >= 90% of keep-all at 2x, p99 within the bound)", [
-        (f"{c['load']:>4g}x", f"{c['throughput_vs_keep_all']:6.1%} of keep-all's throughput  p99 {c['p99_ms']:5.0f} ms "
+        (f"{c['load']:>4g}x", f"{c['throughput_vs_keep_all']:6.1%} of keep-all's mean throughput  worst p99 {c['p99_ms']:5.0f} ms "
          f"{'<=' if c['p99_held'] else '> '} {c['p99_bound_ms']:5.0f} ms (age bound + 2 median round trips)")
         for c in checks
     ])
