@@ -31,9 +31,9 @@ class ConsumerConfig(InferenceTlsConfig, KafkaConfig):
     )
     dispatch: str = setting(
         "adaptive",
-        "real time only: adaptive learns frames per call and calls in flight from the round trips it measures, "
-        "within --batch-size and --max-in-flight, so that the round trip stays within twice --max-frame-age-ms; "
-        "fixed always uses the flags (keep-all mode always does)",
+        "real time only: adaptive keeps in flight the fewest frames that still get (nearly) the most predictions "
+        "per second, learnt from the delivery rate it measures, within --batch-size and --max-in-flight and with "
+        "the round trip within twice --max-frame-age-ms; fixed always uses the flags (keep-all mode always does)",
         choices=("adaptive", "fixed"),
     )
     max_frame_age_ms: float = setting(

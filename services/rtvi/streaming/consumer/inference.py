@@ -96,8 +96,8 @@ class BatchInference:
                 return
         self.health.inference_reachable = True
         seconds = time.perf_counter() - started
-        self.outcomes.inferred(len(batch), seconds)
-        self.policy.observe(len(batch), seconds)
+        self.policy.observe(len(batch), seconds, time.monotonic())
+        self.outcomes.inferred(len(batch), seconds, self.policy.batch_size * self.policy.calls)
         if len(results) != len(batch):
             raise RuntimeError(f"server answered {len(results)} results for {len(batch)} frames")
         for slot, top in zip(batch, results, strict=True):

@@ -15,7 +15,7 @@ Two modes. Keep-all (``--max-frame-age-ms 0``): every frame is predicted, howeve
 reading stops while the buffer is full. Real time: reading goes on so that every stream's
 newest frames are at hand; frames too old when read, frames that aged past the bound while
 buffered (judged when they would be sent) and the oldest frames of the longest stream beyond
-one round of calls are skipped, committed and counted by reason (``scheduler``, ``dispatch``).
+what the next two calls take are skipped, committed and counted by reason (``scheduler``, ``dispatch``).
 
 ``FrameConsumer`` is built from parts: the Kafka consumer and producer and the inference
 client are given to it (``run.consume`` builds the real ones; the in-process tests fakes),
@@ -176,12 +176,11 @@ class FrameConsumer:
 
     def _shed(self) -> None:
         """Real time: skip what aged past the bound while buffered, and the oldest frames
-        of the longest streams beyond what one round of inference calls takes.
+        of the longest streams beyond what the next two inference calls take.
 
-        Under overload a frame beyond that round would wait at least one more round trip
-        before it is sent, and be replaced by a newer one meanwhile anyway: holding it
-        only adds latency. Two frames per waiting stream are always kept, so that many
-        slow streams are not shed below their share.
+        Under overload a frame beyond that would wait for a later call, and be replaced by
+        a newer one meanwhile anyway: holding it only adds latency. Two frames per waiting
+        stream are always kept, so that many slow streams are not shed below their share.
         """
         if not self.config.real_time:
             return

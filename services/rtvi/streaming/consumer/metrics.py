@@ -22,6 +22,7 @@ PUBLISH_RETRIES = "rtvi_consumer_publish_retries_total"
 BUSY_SECONDS = "rtvi_consumer_busy_seconds_total"
 IN_FLIGHT = "rtvi_consumer_in_flight_requests"
 BUFFERED = "rtvi_consumer_buffered_frames"
+WINDOW = "rtvi_consumer_dispatch_window_frames"
 BATCH_SIZE = "rtvi_consumer_batch_size"
 INFERENCE_SECONDS = "rtvi_consumer_inference_duration_seconds"
 LATENCY = "rtvi_consumer_capture_to_prediction_seconds"
@@ -59,6 +60,7 @@ class ConsumerMetrics:
         self.busy_seconds = Counter(BUSY_SECONDS, "Seconds during which the consumer held frames to finish", **on)
         self.in_flight = Gauge(IN_FLIGHT, "ModelInfer calls awaiting an answer", **on)
         self.buffered = Gauge(BUFFERED, "Frames read but not yet committed", **on)
+        self.window = Gauge(WINDOW, "Frames the dispatch lets be in flight at once (batch size x calls)", **on)
         self.batch_size = Histogram(BATCH_SIZE, "Frames per ModelInfer call", buckets=(1, 2, 4, 8, 16, 32, 64), **on)
         self.inference_seconds = Histogram(INFERENCE_SECONDS, "ModelInfer round trip", buckets=SECONDS_BUCKETS, **on)
         self.latency = Histogram(

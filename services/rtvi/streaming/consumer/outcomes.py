@@ -60,9 +60,11 @@ class Outcomes:
         self.metrics.stream_frames.labels(self._labels(stream), outcome).inc()
 
     # --- calls, publishing, commits ----------------------------------------------
-    def inferred(self, frames: int, seconds: float) -> None:
+    def inferred(self, frames: int, seconds: float, window: int) -> None:
+        """A call of ``frames`` took ``seconds``; the dispatch now allows ``window`` frames in flight."""
         self.metrics.batch_size.observe(frames)
         self.metrics.inference_seconds.observe(seconds)
+        self.metrics.window.set(window)
 
     def retried(self, code: str) -> int:
         """A retryable inference error; returns how many retries there were so far (all codes)."""

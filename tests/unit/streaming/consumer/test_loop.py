@@ -48,6 +48,8 @@ def test_every_frame_gets_one_record_in_order_and_is_committed_after_its_ack():
     assert kafka.committed == {0: 10, 1: 10}
     assert figures(c).processed == 20 and figures(c).failed == 0
     assert kafka.closed and client.closed
+    window = sample_sum(report.snapshot(c.outcomes.metrics), names.WINDOW)
+    assert window == c.policy.batch_size * c.policy.calls, "the dispatch's window is on /metrics"
 
 
 def test_revoked_mid_batch_its_frames_are_left_to_the_next_owner():
