@@ -130,8 +130,6 @@ class FixedDispatch(Dispatch):
         return self.max_calls
 
 
-
-
 class AdaptiveDispatch(Dispatch):
     """A window of frames in flight, learnt by hill climbing on the delivery rate; see the module."""
 
@@ -197,20 +195,22 @@ class _HillClimb:
     the fourth is the try, a larger or smaller window. A try that pays is kept and the next goes
     the same way; one that does not is undone, the step shrinks (MIN_STEP), and the next try
     goes the other way after a hold on the base that doubles with every failure in a row
-    (MAX_HOLD). A measurement in
-    which the window was never the limit (frames did not wait for a call) says nothing about it:
-    the cycle restarts on the base window.
+    (MAX_HOLD). A measurement in which the window was never the limit (frames did not wait for
+    a call) says nothing about it: the cycle restarts on the base window.
     """
 
     def __init__(self) -> None:
         self.phase = 0
         self.upward = True
         self.base_window = 0
-        self.base_rate = 0.0
-        self.bases: list[float] = []  # the last BEST_OF base rates
-        self.step = STEP
+        self.bases: list[float] = []  # the last BEST_OF base rates, the newest last
         self.failures = 0  # tries in a row that did not pay
         self.hold = 0  # base measurements left before the next try
+
+    @property
+    def step(self) -> float:
+        """STEP, its excess over 1 halved by every try in a row that did not pay, at least MIN_STEP."""
+        return max(MIN_STEP, 1 + (STEP - 1) / 2 ** self.failures)
 
     @property
     def settling(self) -> bool:
@@ -223,7 +223,7 @@ class _HillClimb:
     def measured(self, rate: float, limited: bool, window: int, larger: int, smaller: int) -> int:
         """The window to use next, after one measurement of ``rate`` (frames/s) at ``window``;
         ``larger`` and ``smaller`` are the tries allowed from there (equal to it where none is)."""
-        if self.phase in (0, 2) and limited:
+        if self.settling and limited:
             self.phase += 1
             return window
         if not limited:
@@ -231,7 +231,7 @@ class _HillClimb:
             self.restart(window)
             return window
         if self.phase == 1:
-            self.base_window, self.base_rate = window, rate
+            self.base_window = window
             self.bases = (self.bases + [rate])[-BEST_OF:]
             if self.hold:
                 self.hold -= 1
@@ -243,11 +243,9 @@ class _HillClimb:
             self.phase = 2 if trial != window else 0
             return trial
         share = (self.step - 1) / (STEP - 1)  # of GAIN and LOSS, for a smaller step
-        if rate >= (self.base_rate * (1 + GAIN * share) if self.upward else max(self.bases) * (1 - LOSS * share)):
+        if rate >= (self.bases[-1] * (1 + GAIN * share) if self.upward else max(self.bases) * (1 - LOSS * share)):
             self.failures = 0
-            self.step = STEP
         else:
-            self.step = max(MIN_STEP, 1 + (self.step - 1) / 2)
             self.upward = not self.upward
             window = self.base_window
             self.failures += 1
